@@ -1,0 +1,419 @@
+"""A Caffe net as keraffe works with it: layers in order, tensors versioned, shapes known.
+
+:func:`load_net` is the one way from files to a :class:`CaffeNet`. It reads and
+upgrades the prototxt, keeps the layers of one phase (TEST by default), turns a
+train/val net into a deploy net when the user gives input shapes, resolves
+in-place layers into distinct tensor versions, infers every blob's shape with
+Caffe's own rules, and binds weights by layer name as Caffe does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from keraffe.caffe.caffemodel import CaffeWeights, read_weights
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.caffe.prototxt import read_prototxt
+from keraffe.caffe.shapes import LayerShapes, Shape, has_rule, infer_layer
+from keraffe.caffe.upgrade import upgrade_net
+from keraffe.errors import CaffeFormatError, ShapeError, UnsupportedLayerError
+
+#: Layers that read training data; a deploy net replaces them with an Input.
+DATA_LAYER_TYPES = frozenset({
+    "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DenseImageData",
+    "AnnotatedData", "VideoData",
+})
+#: Layers that only make sense in training; dropped when a train/val net becomes a deploy net.
+TRAINING_ONLY_TYPES = frozenset({
+    "SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss",
+    "MultinomialLogisticLoss", "ContrastiveLoss", "MultiBoxLoss", "SmoothL1Loss", "Accuracy",
+    "DetectionEvaluate", "HDF5Output",
+})
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Tensor:
+    """One value of a Caffe blob. Each in-place layer makes a new version of its blob."""
+
+    blob: str
+    version: int = 0
+
+    def __str__(self) -> str:
+        return self.blob if self.version == 0 else f"{self.blob}#{self.version}"
+
+
+@dataclasses.dataclass
+class LayerNode:
+    index: int
+    param: pb.LayerParameter
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    shapes: LayerShapes | None = None
+    #: Weights in the shapes Caffe's layer holds them, or None when the net has no weights.
+    weights: list[np.ndarray] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.param.name
+
+    @property
+    def type(self) -> str:
+        return self.param.type
+
+    @property
+    def num_params(self) -> int:
+        if self.weights is not None:
+            return int(sum(w.size for w in self.weights))
+        if self.shapes is None:
+            return 0
+        return int(sum(int(np.prod(s)) for s in self.shapes.params))
+
+
+@dataclasses.dataclass
+class CaffeNet:
+    name: str
+    source: str
+    layers: list[LayerNode]
+    shapes: dict[Tensor, Shape]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    #: What loading changed or ignored, in words (upgrades, dropped layers, unused weights).
+    notes: list[str]
+    #: Layer -> (owner layer, param index) for each shared parameter (ParamSpec names).
+    shared_params: dict[tuple[str, int], tuple[str, int]]
+
+    def layer(self, name: str) -> LayerNode:
+        for node in self.layers:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def to_net_parameter(self) -> pb.NetParameter:
+        """The V2 deploy net as a NetParameter (no weights)."""
+        net = pb.NetParameter(name=self.name)
+        for node in self.layers:
+            net.layer.add().CopyFrom(node.param)
+        return net
+
+    def weight_arrays(self) -> dict[str, list[np.ndarray]]:
+        return {n.name: n.weights for n in self.layers if n.weights}
+
+    @property
+    def has_weights(self) -> bool:
+        return any(n.weights for n in self.layers)
+
+
+InputShapes = Mapping[str, Sequence[int]] | Sequence[int] | None
+
+
+def load_net(
+    prototxt: str | os.PathLike,
+    weights: str | os.PathLike | CaffeWeights | None = None,
+    input_shapes: InputShapes = None,
+    phase: str = "TEST",
+    stages: Sequence[str] = (),
+    level: int = 0,
+    infer_shapes: bool = True,
+) -> CaffeNet:
+    """Read a prototxt (and weights) into a deploy :class:`CaffeNet`.
+
+    ``input_shapes`` sets the shape of the net's inputs: one shape for a net
+    with one input, or a mapping from input blob name to shape. A train/val net
+    needs it, since its data layers only know their shape at training time.
+    """
+    source = str(prototxt)
+    raw = read_prototxt(prototxt)
+    upgraded, notes = upgrade_net(raw, source)
+    net = filter_phase(upgraded, phase, stages, level)
+    kept = {layer.name for layer in net.layer}
+    excluded_producers = {
+        top: layer.name for layer in upgraded.layer if layer.name not in kept for top in layer.top
+    }
+    net = _to_deploy(net, input_shapes, source, notes)
+    nodes, inputs, outputs = _build_graph(net, source, excluded_producers, phase)
+    result = CaffeNet(net.name, source, nodes, {}, inputs, outputs, notes, _shared_params(net))
+    if infer_shapes:
+        _check_known_types(result, source)
+        _infer_shapes(result)
+    if weights is not None:
+        loaded = weights if isinstance(weights, CaffeWeights) else read_weights(weights)
+        bind_weights(result, loaded)
+    return result
+
+
+# ------------------------------------------------------------------ phase filtering
+
+
+def _state_meets_rule(phase: int, level: int, stages: Sequence[str], rule: pb.NetStateRule) -> bool:
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    if any(stage not in stages for stage in rule.stage):
+        return False
+    if any(stage in stages for stage in rule.not_stage):
+        return False
+    return True
+
+
+def filter_phase(net: pb.NetParameter, phase: str = "TEST", stages: Sequence[str] = (), level: int = 0) -> pb.NetParameter:
+    """Keep the layers Caffe's Net::FilterNet keeps for this state."""
+    phase_value = pb.Phase.Value(phase.upper())
+    result = pb.NetParameter()
+    result.CopyFrom(net)
+    del result.layer[:]
+    for layer in net.layer:
+        if len(layer.include) and len(layer.exclude):
+            raise CaffeFormatError(f"layer '{layer.name}' has both include and exclude rules; Caffe refuses that")
+        if len(layer.include):
+            keep = any(_state_meets_rule(phase_value, level, stages, r) for r in layer.include)
+        else:
+            keep = not any(_state_meets_rule(phase_value, level, stages, r) for r in layer.exclude)
+        if keep:
+            result.layer.add().CopyFrom(layer)
+    return result
+
+
+# ------------------------------------------------------------------ train/val -> deploy
+
+
+def _normalise_input_shapes(input_shapes: InputShapes, input_names: list[str], source: str) -> dict[str, tuple[int, ...]]:
+    if input_shapes is None:
+        return {}
+    if isinstance(input_shapes, Mapping):
+        unknown = sorted(set(input_shapes) - set(input_names))
+        if unknown:
+            raise ShapeError(
+                f"{source}: --input-shape names {', '.join(unknown)}, but the net's inputs are "
+                f"{', '.join(input_names) or '(none)'}"
+            )
+        return {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
+    if len(input_names) != 1:
+        raise ShapeError(
+            f"{source}: the net has {len(input_names)} inputs ({', '.join(input_names)}); "
+            "give each one's shape as NAME=N,C,H,W"
+        )
+    return {input_names[0]: tuple(int(d) for d in input_shapes)}
+
+
+def _to_deploy(net: pb.NetParameter, input_shapes: InputShapes, source: str, notes: list[str]) -> pb.NetParameter:
+    data_layers = [
+        l for l in net.layer
+        if l.type in DATA_LAYER_TYPES or (l.type == "Python" and not len(l.bottom) and len(l.top))
+    ]
+    input_layers = [l for l in net.layer if l.type == "Input"]
+    input_names = [t for l in input_layers for t in l.top] + [l.top[0] for l in data_layers if len(l.top)]
+    shapes = _normalise_input_shapes(input_shapes, input_names, source)
+    missing = [l for l in data_layers if len(l.top) and l.top[0] not in shapes]
+    if missing:
+        described = ", ".join(f"'{l.name}' ({l.type}, top '{l.top[0]}')" for l in missing)
+        raise ShapeError(
+            f"{source}: the net reads its input from data layer(s) {described}, whose shape is only "
+            "known at training time; give it with --input-shape N,C,H,W (or NAME=N,C,H,W)"
+        )
+    result = pb.NetParameter()
+    result.CopyFrom(net)
+    del result.layer[:]
+    dropped_blobs: set[str] = set()
+    data_layer_names = {l.name for l in data_layers}
+    for layer in net.layer:
+        if layer.name in data_layer_names:
+            replacement = result.layer.add(name=layer.name, type="Input")
+            replacement.top.append(layer.top[0])
+            replacement.input_param.shape.add().dim.extend(shapes[layer.top[0]])
+            dropped_blobs.update(layer.top[1:])
+            notes.append(
+                f"data layer '{layer.name}' ({layer.type}) replaced by an Input of shape {shapes[layer.top[0]]}"
+                + (f"; its other tops ({', '.join(layer.top[1:])}) dropped" if len(layer.top) > 1 else "")
+            )
+            continue
+        if data_layers and (layer.type in TRAINING_ONLY_TYPES or any(b in dropped_blobs for b in layer.bottom)):
+            dropped_blobs.update(t for t in layer.top if t not in layer.bottom)
+            notes.append(f"training-only layer '{layer.name}' ({layer.type}) dropped")
+            continue
+        copy = result.layer.add()
+        copy.CopyFrom(layer)
+        if layer.type == "Input":
+            for i, top in enumerate(layer.top):
+                if top in shapes:
+                    if len(copy.input_param.shape) == 1 and len(layer.top) > 1:
+                        original = list(copy.input_param.shape)[0]
+                        del copy.input_param.shape[:]
+                        for _ in layer.top:
+                            copy.input_param.shape.add().CopyFrom(original)
+                    while len(copy.input_param.shape) <= i:
+                        copy.input_param.shape.add()
+                    del copy.input_param.shape[i].dim[:]
+                    copy.input_param.shape[i].dim.extend(shapes[top])
+    return result
+
+
+# ------------------------------------------------------------------ graph
+
+
+def _build_graph(
+    net: pb.NetParameter, source: str, excluded_producers: Mapping[str, str] = {}, phase: str = "TEST"
+) -> tuple[list[LayerNode], list[Tensor], list[Tensor]]:
+    current: dict[str, Tensor] = {}
+    producer: dict[str, str] = {}
+    nodes: list[LayerNode] = []
+    inputs: list[Tensor] = []
+    available: dict[str, Tensor] = {}
+    for index, layer in enumerate(net.layer):
+        bottoms = []
+        for j, blob in enumerate(layer.bottom):
+            if blob not in current:
+                hint = ""
+                if blob in excluded_producers:
+                    hint = (
+                        f"; layer '{excluded_producers[blob]}' produces it but its include/exclude "
+                        f"rules leave it out in phase {phase} (choose --phase or --stage)"
+                    )
+                raise CaffeFormatError(
+                    f"{source}: layer '{layer.name}' reads blob '{blob}' (bottom {j}), "
+                    f"which no earlier layer produces{hint}"
+                )
+            bottoms.append(current[blob])
+            available.pop(blob, None)
+        tops = []
+        for j, blob in enumerate(layer.top):
+            in_place = j < len(layer.bottom) and layer.bottom[j] == blob
+            if in_place:
+                tensor = Tensor(blob, current[blob].version + 1)
+            elif blob in current:
+                raise CaffeFormatError(
+                    f"{source}: blob '{blob}' is produced by both '{producer[blob]}' and "
+                    f"'{layer.name}'; Caffe allows a blob to be rewritten only in place"
+                )
+            else:
+                tensor = Tensor(blob)
+            current[blob] = tensor
+            producer[blob] = layer.name
+            available[blob] = tensor
+            tops.append(tensor)
+        if layer.type == "Input":
+            inputs.extend(tops)
+        param = pb.LayerParameter()
+        param.CopyFrom(layer)
+        del param.blobs[:]
+        nodes.append(LayerNode(index, param, tuple(bottoms), tuple(tops)))
+    outputs = [available[name] for name in sorted(available)]
+    return nodes, inputs, outputs
+
+
+def _shared_params(net: pb.NetParameter) -> dict[tuple[str, int], tuple[str, int]]:
+    owners: dict[str, tuple[str, int]] = {}
+    shared: dict[tuple[str, int], tuple[str, int]] = {}
+    for layer in net.layer:
+        for i, spec in enumerate(layer.param):
+            if not spec.name:
+                continue
+            if spec.name in owners:
+                shared[(layer.name, i)] = owners[spec.name]
+            else:
+                owners[spec.name] = (layer.name, i)
+    return shared
+
+
+def _check_known_types(net: CaffeNet, source: str) -> None:
+    missing: dict[str, list[str]] = {}
+    python_layers: list[str] = []
+    for node in net.layers:
+        if node.type == "Python":
+            python_layers.append(f"'{node.name}' ({node.param.python_param.module}.{node.param.python_param.layer})")
+        elif not has_rule(node.type):
+            missing.setdefault(node.type, []).append(node.name)
+    if not missing and not python_layers:
+        return
+    lines = [f"{source}: {len(missing) + bool(python_layers)} layer type(s) keraffe does not know:"]
+    for type_name, layer_names in sorted(missing.items()):
+        shown = ", ".join(f"'{n}'" for n in layer_names[:5]) + (" ..." if len(layer_names) > 5 else "")
+        lines.append(f"  {type_name}: {len(layer_names)} layer(s): {shown}")
+    if python_layers:
+        lines.append(
+            f"  Python: {len(python_layers)} layer(s) running user Python code that keraffe cannot read: "
+            + ", ".join(python_layers[:5])
+        )
+    raise UnsupportedLayerError("\n".join(lines))
+
+
+def _infer_shapes(net: CaffeNet) -> None:
+    for node in net.layers:
+        bottoms = [net.shapes[t] for t in node.inputs]
+        node.shapes = infer_layer(node.param, bottoms)
+        if len(node.shapes.tops) != len(node.outputs):
+            raise ShapeError(
+                f"layer '{node.name}' ({node.type}) has {len(node.outputs)} tops but produces "
+                f"{len(node.shapes.tops)}"
+            )
+        for tensor, shape in zip(node.outputs, node.shapes.tops):
+            net.shapes[tensor] = shape
+
+
+# ------------------------------------------------------------------ weights
+
+
+def _legacy_matches(expected: Shape, found: Shape) -> bool:
+    """Caffe accepts a 4-D legacy blob when the expected shape, padded with leading 1s, equals it."""
+    if len(expected) > 4:
+        return False
+    return (1,) * (4 - len(expected)) + tuple(expected) == tuple(found)
+
+
+def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
+    """Attach weights to layers by name, checking each blob against the shape the layer needs."""
+    source = str(weights.source) if weights.source else "weights"
+    used: set[str] = set()
+    for node in net.layers:
+        expected = list(node.shapes.params) if node.shapes else None
+        # Caffe gives a layer name's weights to the first layer of that name only.
+        entry = weights.layers.get(node.name) if node.name not in used else None
+        if entry is None or not entry.blobs:
+            if expected and not all((node.name, i) in net.shared_params for i in range(len(expected))):
+                wanted = ", ".join(str(s) for s in expected)
+                raise ShapeError(
+                    f"{source}: layer '{node.name}' ({node.type}) needs weights of shape {wanted}, "
+                    "and the weights file has none for it"
+                )
+            continue
+        used.add(node.name)
+        blobs = entry.blobs
+        if expected is None:
+            node.weights = [b.data for b in blobs]
+            continue
+        required = node.shapes.required_params
+        allowed = {len(expected)} if required is None else set(range(required, len(expected) + 1))
+        if len(blobs) not in allowed:
+            raise ShapeError(
+                f"{source}: layer '{node.name}' ({node.type}) needs {len(expected)} weight blob(s) "
+                f"of shape {', '.join(str(s) for s in expected)}; the file has {len(blobs)}"
+            )
+        arrays = []
+        for i, blob in enumerate(blobs):
+            want = tuple(expected[i])
+            if blob.shape == want:
+                arrays.append(blob.data)
+            elif blob.legacy and _legacy_matches(want, blob.shape):
+                arrays.append(blob.data.reshape(want))
+            else:
+                raise ShapeError(
+                    f"{source}: layer '{node.name}' ({node.type}) blob {i} should have shape {want}, "
+                    f"the file has {blob.shape}"
+                )
+        node.weights = arrays
+    unused = [name for name, entry in weights.layers.items() if name not in used and entry.blobs]
+    if unused:
+        shown = ", ".join(f"'{n}'" for n in unused[:8]) + (" ..." if len(unused) > 8 else "")
+        net.notes.append(f"weights for {len(unused)} layer(s) not in the net were ignored, as Caffe does: {shown}")
+    if weights.net_name and net.name and weights.net_name != net.name:
+        net.notes.append(
+            f"the weights file calls its net '{weights.net_name}', the prototxt '{net.name}'; "
+            "weights are matched by layer name"
+        )

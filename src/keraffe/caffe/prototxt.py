@@ -1,0 +1,95 @@
+"""Reading and writing prototxt text.
+
+Reading accepts every dialect the schema knows (V0, V1, V2 and the forks); a
+syntax error or unknown field is reported with file, line and column. Writing
+prints protobuf's text format, which is what Caffe itself prints, in one of two
+spellings of pooling rounding: BVLC's ``round_mode`` or the forks' ``ceil_mode``
+(which OpenCV and brocolli-caffe read).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.errors import CaffeFormatError
+from keraffe.files import atomic_output
+
+
+class Dialect(enum.Enum):
+    """How the written text spells fields that Caffe dialects disagree on."""
+
+    #: BVLC master: ``round_mode: FLOOR``.
+    BVLC = "bvlc"
+    #: OpenCV DNN, brocolli-caffe and the older forks: ``ceil_mode: false``.
+    FORK = "fork"
+
+
+def parse_prototxt(text: str, source: str = "<text>") -> pb.NetParameter:
+    """Parse prototxt text into a NetParameter, as written (no upgrade)."""
+    net = pb.NetParameter()
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as error:
+        line, column = error.GetLine(), error.GetColumn()
+        message = re.sub(r"^\d+:\d+\s*:\s*", "", str(error))
+        message = message.replace("keraffe_caffe.", "")
+        hint = ""
+        if "SolverParameter" not in message and re.search(r"no field named \"(base_lr|net|train_net|solver_mode)\"", message):
+            hint = " (this looks like a solver file; pass the net's prototxt instead)"
+        raise CaffeFormatError(f"{source}:{line}:{column}: {message}{hint}") from None
+    return net
+
+
+def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:
+    """Read a prototxt file as written (no upgrade)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaffeFormatError(f"{path}: prototxt file not found")
+    raw = path.read_bytes()
+    if b"\x00" in raw[:4096]:
+        raise CaffeFormatError(f"{path}: this is a binary file; a prototxt is text (is it the caffemodel?)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise CaffeFormatError(f"{path}:{line}: not UTF-8 text ({error.reason})") from None
+    return parse_prototxt(text, str(path))
+
+
+def format_prototxt(net: pb.NetParameter, dialect: Dialect = Dialect.BVLC) -> str:
+    """Print a net the way Caffe prints it, in the given dialect."""
+    message = pb.NetParameter()
+    message.CopyFrom(net)
+    for layer in message.layer:
+        del layer.blobs[:]
+        if layer.HasField("pooling_param"):
+            _spell_rounding(layer.pooling_param, dialect)
+    return text_format.MessageToString(message, use_short_repeated_primitives=False)
+
+
+def _spell_rounding(param: pb.PoolingParameter, dialect: Dialect) -> None:
+    floor = (param.HasField("round_mode") and param.round_mode == pb.PoolingParameter.FLOOR) or (
+        param.HasField("ceil_mode") and not param.ceil_mode
+    )
+    param.ClearField("round_mode")
+    param.ClearField("ceil_mode")
+    if floor:
+        if dialect is Dialect.BVLC:
+            param.round_mode = pb.PoolingParameter.FLOOR
+        else:
+            param.ceil_mode = False
+
+
+def write_prototxt(path: str | os.PathLike, net: pb.NetParameter, dialect: Dialect = Dialect.BVLC) -> None:
+    """Write a net as prototxt text, atomically."""
+    text = format_prototxt(net, dialect)
+    with atomic_output(path, "w") as handle:
+        handle.write(text)

@@ -1,0 +1,26 @@
+"""Element-wise layers of one input: the output has the input's shape."""
+
+from __future__ import annotations
+
+from keraffe.caffe.shapes import LayerShapes, expect_bottoms, same_as_bottoms, shape_rule
+from keraffe.errors import ShapeError
+
+
+@shape_rule(
+    "ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold", "ELU",
+    "Dropout", "Clip", "Swish", "ReLU6", "HardSwish", "HardSigmoid", "Softmax", "LRN", "MVN",
+    "ShuffleChannel",
+)
+def elementwise(layer, bottoms):
+    expect_bottoms(layer, bottoms, 1)
+    return LayerShapes(same_as_bottoms(layer, bottoms))
+
+
+@shape_rule("PReLU")
+def prelu(layer, bottoms):
+    expect_bottoms(layer, bottoms, 1)
+    bottom = bottoms[0]
+    if len(bottom) < 2 and not layer.prelu_param.channel_shared:
+        raise ShapeError(f"per-channel PReLU needs a channel axis; input shape is {bottom}")
+    slope = () if layer.prelu_param.channel_shared else (bottom[1],)
+    return LayerShapes((bottom,), (slope,))

@@ -1,0 +1,79 @@
+"""Pooling, with Caffe's rounding modes and its rule that clips the last window."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.caffe.shapes import LayerShapes, Shape, expect_bottoms, shape_rule
+from keraffe.errors import ShapeError
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolGeometry:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    #: Padding before and after, (height, width).
+    pad_begin: tuple[int, int]
+    pad_end: tuple[int, int]
+    ceil: bool
+    global_pooling: bool
+    output: tuple[int, int]
+
+
+def pool_geometry(layer: pb.LayerParameter, bottom: Shape) -> PoolGeometry:
+    """Resolve a pooling_param against a (N, C, H, W) input the way PoolingLayer does."""
+    param = layer.pooling_param
+    if len(bottom) != 4:
+        raise ShapeError(f"Pooling needs a 4-axis (N, C, H, W) input, got {bottom}")
+    height, width = bottom[2], bottom[3]
+    if param.global_pooling:
+        if param.HasField("kernel_size") or param.HasField("kernel_h") or param.HasField("kernel_w"):
+            raise ShapeError("global_pooling takes its kernel from the input; do not set kernel_size")
+        kernel = (height, width)
+    elif param.HasField("kernel_h") or param.HasField("kernel_w"):
+        kernel = (param.kernel_h, param.kernel_w)
+    elif param.HasField("kernel_size"):
+        kernel = (param.kernel_size, param.kernel_size)
+    else:
+        raise ShapeError("pooling_param needs kernel_size, kernel_h/kernel_w or global_pooling")
+    if param.HasField("pad_h") or param.HasField("pad_w"):
+        pad = (param.pad_h, param.pad_w)
+    else:
+        pad = (param.pad, param.pad)
+    if param.HasField("stride_h") or param.HasField("stride_w"):
+        stride = (param.stride_h, param.stride_w)
+    else:
+        stride = (param.stride, param.stride)
+    pad_begin, pad_end = pad, pad
+    if any(param.HasField(f) for f in ("pad_l", "pad_r", "pad_t", "pad_b")):
+        pad_begin = (param.pad_t, param.pad_l)
+        pad_end = (param.pad_b, param.pad_r)
+    if param.global_pooling and (any(pad) or stride != (1, 1)):
+        raise ShapeError("global_pooling needs pad 0 and stride 1")
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise ShapeError(f"kernel {kernel} and stride {stride} must be positive")
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise ShapeError(f"pad {pad} must be smaller than the kernel {kernel}")
+    ceil = not (param.HasField("round_mode") and param.round_mode == pb.PoolingParameter.FLOOR)
+    if param.HasField("ceil_mode"):
+        ceil = param.ceil_mode
+    output = []
+    for size, k, s, p0, p1 in zip((height, width), kernel, stride, pad_begin, pad_end):
+        span = float(size + p0 + p1 - k) / s
+        out = (math.ceil(span) if ceil else math.floor(span)) + 1
+        # Caffe: with padding, the last window must start inside the image or padding-before.
+        if (p0 or p1) and (out - 1) * s >= size + p0:
+            out -= 1
+        output.append(out)
+    return PoolGeometry(kernel, stride, pad_begin, pad_end, ceil, bool(param.global_pooling), tuple(output))
+
+
+@shape_rule("Pooling")
+def pooling(layer, bottoms):
+    expect_bottoms(layer, bottoms, 1)
+    g = pool_geometry(layer, bottoms[0])
+    top = bottoms[0][:2] + g.output
+    # A second top (MAX only) carries the argmax mask, same shape.
+    return LayerShapes((top,) * max(1, len(layer.top)))
