@@ -1,0 +1,261 @@
+"""Real Caffe (pycaffe) as a reference runtime, always in a child process.
+
+Real Caffe is the ground truth for conversions, but pycaffe must never be
+imported into the keraffe process, for two reasons:
+
+* its generated ``caffe_pb2`` registers "caffe.proto" in protobuf's default
+  descriptor pool, which collides with keraffe's own Caffe schema;
+* a failed ``CHECK`` in Caffe calls ``abort()``: in-process, one bad prototxt
+  would kill the whole test run or CLI with no Python exception.
+
+So every call here starts ``_pycaffe_worker.py`` with the pycaffe build on its
+``PYTHONPATH``, passes arrays through ``.npz`` files in a temporary directory,
+and turns a crash into :class:`CaffeRuntimeError` carrying Caffe's own log.
+Each call pays for a fresh process and net setup (about half a second for a
+small net); that is the price of isolation, and small next to a conversion.
+
+pycaffe is built and cached by ``tools/build_pycaffe.sh``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+PYCAFFE_VERSION = "9.0.2"
+_WORKER = pathlib.Path(__file__).with_name("_pycaffe_worker.py")
+# Enough of Caffe's stderr to show the failing CHECK and the lines before it.
+_LOG_TAIL_LINES = 40
+_BUILD_HINT = "build it with tools/build_pycaffe.sh, or point $KERAFFE_PYCAFFE at a pycaffe dir"
+
+
+class CaffeRuntimeError(RuntimeError):
+    """Real Caffe refused or failed to run a net.
+
+    The message ends with the tail of Caffe's stderr (glog and protobuf
+    messages), because that is where Caffe says *why*: a failed CHECK, an
+    unknown layer type, a prototxt syntax error.
+    """
+
+
+def _cache_dir() -> pathlib.Path:
+    root = os.environ.get("KERAFFE_CACHE") or pathlib.Path.home() / ".cache" / "keraffe"
+    return pathlib.Path(root) / f"pycaffe-{PYCAFFE_VERSION}"
+
+
+def find_pycaffe() -> pathlib.Path | None:
+    """The directory to put on PYTHONPATH for ``import caffe``, or None.
+
+    ``$KERAFFE_PYCAFFE`` wins so a developer can test against another Caffe
+    build.  The cache only counts once its stamp file exists: the build script
+    writes it last, so an interrupted build is never picked up.
+    """
+    override = os.environ.get("KERAFFE_PYCAFFE")
+    if override:
+        path = pathlib.Path(override).expanduser()
+        return path.resolve() if (path / "caffe" / "__init__.py").is_file() else None
+    cache = _cache_dir()
+    if not (cache / "BUILD_OK").is_file():
+        return None
+    path = cache / "python"
+    return path if (path / "caffe" / "__init__.py").is_file() else None
+
+
+def pycaffe_available() -> bool:
+    """Whether :func:`run_pycaffe` and friends can work; tests skip on False.
+
+    A cached build is tied to one CPython ABI, so a build for another Python
+    counts as absent rather than failing later in every test.
+    """
+    path = find_pycaffe()
+    if path is None:
+        return False
+    stamp = path.parent / "BUILD_OK"
+    if not os.environ.get("KERAFFE_PYCAFFE") and stamp.is_file():
+        built_for = dict(
+            line.split("=", 1) for line in stamp.read_text().splitlines() if "=" in line
+        ).get("python")
+        if built_for and built_for != "cpython-%d%d" % sys.version_info[:2]:
+            return False
+    return True
+
+
+def _log_tail(stderr: str) -> str:
+    # glog follows a failed CHECK with a stack trace of addresses; it says
+    # nothing the CHECK line does not, and would push it out of the tail.
+    stderr = stderr.split("*** Check failure stack trace: ***", 1)[0]
+    lines = [
+        ln
+        for ln in stderr.splitlines()
+        if ln.strip() and not ln.startswith("WARNING: Logging before InitGoogleLogging()")
+    ]
+    return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _with_log(message: str, stderr: str) -> str:
+    tail = _log_tail(stderr)
+    return f"{message}\n--- Caffe log ---\n{tail}" if tail else message
+
+
+def _call_worker(
+    command: str,
+    prototxt=None,
+    caffemodel=None,
+    *,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    blobs: Sequence[str] | None = None,
+    timeout: float = 600,
+):
+    pycaffe = find_pycaffe()
+    if pycaffe is None:
+        raise CaffeRuntimeError(f"pycaffe {PYCAFFE_VERSION} is not available: {_BUILD_HINT}")
+    what = f"pycaffe {command}"
+    req: dict = {"command": command, "blobs": list(blobs) if blobs is not None else None}
+    if prototxt is not None:
+        req["prototxt"] = str(pathlib.Path(prototxt).resolve())
+        what += f" on {prototxt}"
+    if caffemodel is not None:
+        req["caffemodel"] = str(pathlib.Path(caffemodel).resolve())
+        what += f" with {caffemodel}"
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pycaffe), env.get("PYTHONPATH")) if p)
+    env.setdefault("GLOG_minloglevel", "2")  # keep INFO/WARNING quiet; errors still show
+    env.setdefault("GLOG_logtostderr", "1")  # otherwise glog also litters /tmp with log files
+
+    with tempfile.TemporaryDirectory(prefix="keraffe-pycaffe-") as tmp:
+        tmpdir = pathlib.Path(tmp)
+        if inputs:
+            # Indexed keys: blob names may hold characters npz keys do not like.
+            names = list(inputs)
+            arrays_in = {
+                f"x{i}": np.ascontiguousarray(inputs[n], dtype=np.float32)
+                for i, n in enumerate(names)
+            }
+            np.savez(tmpdir / "inputs.npz", **arrays_in)
+            req["inputs"] = str(tmpdir / "inputs.npz")
+            req["input_names"] = names
+        req["answer"] = str(tmpdir / "answer.json")
+        req["arrays_out"] = str(tmpdir / "arrays.npz")
+        (tmpdir / "request.json").write_text(json.dumps(req))
+
+        try:
+            proc = subprocess.run(
+                [sys.executable, str(_WORKER), str(tmpdir / "request.json")],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            err = exc.stderr
+            if isinstance(err, bytes):
+                err = err.decode(errors="replace")
+            raise CaffeRuntimeError(
+                _with_log(f"{what} timed out after {timeout:g}s", err or "")
+            ) from None
+
+        answer_path = tmpdir / "answer.json"
+        answer = json.loads(answer_path.read_text()) if answer_path.is_file() else None
+        if proc.returncode != 0 or answer is None or not answer.get("ok"):
+            if answer and "error" in answer:
+                reason = answer["error"]
+            else:
+                reason = _describe_exit(proc.returncode)
+            message = _with_log(f"{what} failed: {reason}", proc.stderr)
+            if answer and "traceback" in answer:
+                message += f"\n--- worker traceback ---\n{answer['traceback'].rstrip()}"
+            raise CaffeRuntimeError(message)
+
+        with np.load(tmpdir / "arrays.npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    return _decode(answer["value"], arrays)
+
+
+def _decode(value, arrays: Mapping[str, np.ndarray]):
+    if isinstance(value, dict):
+        if set(value) == {"__ndarray__"}:
+            return arrays[value["__ndarray__"]]
+        return {k: _decode(v, arrays) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    return value
+
+
+def run_pycaffe(
+    prototxt,
+    caffemodel=None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    blobs: Sequence[str] | None = None,
+    timeout: float = 600,
+) -> dict[str, np.ndarray]:
+    """Forward a net through real Caffe, in the TEST phase.
+
+    Input blobs are reshaped to the given arrays (then ``net.reshape()``), so
+    one prototxt serves any batch or image size, as in Caffe deployments.
+    Inputs not given keep the prototxt's shape and zero data.  A name in
+    ``inputs`` that is not a net input is an error, since forward() would
+    silently overwrite it.  ``blobs`` defaults to the net's outputs; note that
+    Caffe's in-place layers (ReLU, BatchNorm, ...) leave only the last value
+    in a shared blob.  Results are float32 copies, keyed in request order.
+    """
+    return _call_worker(
+        "run", prototxt, caffemodel, inputs=inputs, blobs=blobs, timeout=timeout
+    )
+
+
+def pycaffe_blob_shapes(prototxt, timeout: float = 600) -> dict[str, tuple[int, ...]]:
+    """Every blob's shape as Caffe's own shape inference sets it up.
+
+    The reference for keraffe's shape rules; no forward pass is run, so
+    random or zero weights do not matter.  Ordered as ``net.blobs``.
+    """
+    shapes = _call_worker("shapes", prototxt, timeout=timeout)
+    return {name: tuple(shape) for name, shape in shapes.items()}
+
+
+def pycaffe_params(prototxt, caffemodel, timeout: float = 600) -> dict[str, list[np.ndarray]]:
+    """Each layer's parameter blobs as Caffe loads them (layer name -> blobs).
+
+    The reference for keraffe's caffemodel reader and writer: Caffe matches
+    weights to layers by name, reshapes legacy 4-D blobs, and keeps its
+    filler values for layers the caffemodel lacks, without complaint.
+    """
+    return _call_worker("params", prototxt, caffemodel, timeout=timeout)
+
+
+@functools.lru_cache(maxsize=4)
+def _layer_types(pycaffe_dir: str) -> frozenset[str]:
+    return frozenset(_call_worker("layer_types"))
+
+
+def pycaffe_layer_types() -> set[str]:
+    """The layer type names this Caffe build registers.
+
+    Forks differ (this build lacks Clip, Swish, Interp, ShuffleChannel), so
+    tests ask rather than assume.  Cached per pycaffe dir: it costs a process.
+    """
+    pycaffe = find_pycaffe()
+    if pycaffe is None:
+        raise CaffeRuntimeError(f"pycaffe {PYCAFFE_VERSION} is not available: {_BUILD_HINT}")
+    return set(_layer_types(str(pycaffe)))
