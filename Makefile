@@ -1,0 +1,30 @@
+# The two front-door commands: `make demo` and `make test` (see README).
+PY := .venv/bin/python
+PYTEST := $(PY) -m pytest
+# The three Keras backends the pruning package is tested on.
+BACKENDS := tensorflow jax torch
+
+.PHONY: env pycaffe demo test test-fast clean
+
+env:
+	tools/bootstrap_venv.sh
+
+# Real Caffe (pycaffe), built once and cached in ~/.cache/keraffe; tests compare against it.
+pycaffe: env
+	tools/build_pycaffe.sh $(PY) > /dev/null
+
+demo: env
+	$(PY) examples/demo.py --out out/demo
+
+test: env pycaffe
+	KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q
+	for backend in jax torch; do \
+		KERAS_BACKEND=$$backend KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q -m backends || exit 1; \
+	done
+
+# Everything but the slow model-level checks, for quick local iterations.
+test-fast: env
+	$(PYTEST) -n 2 -q -m "not slow"
+
+clean:
+	rm -rf out .pytest_cache

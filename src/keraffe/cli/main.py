@@ -1,0 +1,66 @@
+"""The ``keraffe`` command: one sub-command per job, one module per sub-command.
+
+User mistakes (a missing file, a malformed net, an unsupported layer) surface as
+:class:`keraffe.errors.KeraffeError`; they are printed as one message and the
+command exits 1, with no traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+#: Sub-command name -> module under keraffe.cli that defines add_arguments() and run().
+COMMANDS = {
+    "inspect": "inspect_cmd",
+    "upgrade": "upgrade_cmd",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keraffe",
+        description="Convert neural networks between Keras 3 and Caffe, exactly, and prune Keras models.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"keraffe.cli.{module_name}")
+        sub = subparsers.add_parser(name, help=module.HELP, description=module.__doc__)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the full traceback on errors")
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from keraffe.errors import KeraffeError
+
+    try:
+        return int(args.run(args) or 0)
+    except KeraffeError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"keraffe {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"keraffe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry_point() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,42 @@
+"""Argument types shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+
+from keraffe.errors import KeraffeError
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape {text!r} is not a list of integers like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"shape {text!r} needs positive integers like 1,3,224,224")
+    return dims
+
+
+def parse_input_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """``N,C,H,W`` for a net's only input, or ``NAME=N,C,H,W`` for a named one."""
+    name, _, dims = text.rpartition("=")
+    return (name or None), parse_shape(dims)
+
+
+def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input-shape", action="append", type=parse_input_shape, metavar="[NAME=]N,C,H,W",
+        help="shape of the net's input in Caffe's NCHW order (repeat as NAME=... for several inputs); "
+             "needed for train/val nets whose data layers only know their shape at training time",
+    )
+
+
+def input_shapes_from(args) -> dict[str, tuple[int, ...]] | tuple[int, ...] | None:
+    given = getattr(args, "input_shape", None)
+    if not given:
+        return None
+    if len(given) == 1 and given[0][0] is None:
+        return given[0][1]
+    if any(name is None for name, _ in given):
+        raise KeraffeError("with several --input-shape options, name each input: NAME=N,C,H,W")
+    return {name: dims for name, dims in given}

@@ -1,0 +1,44 @@
+"""Upgrade an old Caffe net (and its weights) to the current format.
+
+Does what Caffe's upgrade_net_proto_text and upgrade_net_proto_binary tools do:
+V0 and V1 layers become V2 layers, input fields become an Input layer, old data
+transformation fields move into transform_param. It also writes the forks'
+``ceil_mode`` as BVLC's ``round_mode``. Every layer is kept, whatever its phase.
+"""
+
+from __future__ import annotations
+
+from keraffe.errors import KeraffeError
+
+HELP = "upgrade a V0/V1 or fork-spelled net (and weights) to current Caffe"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("prototxt", help="the net to upgrade")
+    parser.add_argument("-o", "--output", required=True, help="where to write the upgraded prototxt")
+    parser.add_argument("--weights", help="the net's weights (.caffemodel V0/V1/V2 or .caffemodel.h5)")
+    parser.add_argument("--weights-out", help="where to write the upgraded .caffemodel (needs --weights)")
+
+
+def run(args) -> int:
+    from keraffe.caffe.caffemodel import read_weights, write_caffemodel
+    from keraffe.caffe.prototxt import read_prototxt, write_prototxt
+    from keraffe.caffe.upgrade import net_version, upgrade_net
+    from keraffe.files import refuse_overwriting_input
+
+    if bool(args.weights) != bool(args.weights_out):
+        raise KeraffeError("give --weights and --weights-out together")
+    refuse_overwriting_input(args.output, args.prototxt, args.weights)
+    if args.weights_out:
+        refuse_overwriting_input(args.weights_out, args.prototxt, args.weights, args.output)
+    original = read_prototxt(args.prototxt)
+    upgraded, notes = upgrade_net(original, args.prototxt)
+    weights = read_weights(args.weights) if args.weights else None
+    write_prototxt(args.output, upgraded)
+    print(f"{args.prototxt} ({net_version(original)}) -> {args.output} (V2)")
+    for note in notes or ["already current; written unchanged in content"]:
+        print(f"  {note}")
+    if weights is not None:
+        size = write_caffemodel(args.weights_out, weights.net, weights.arrays())
+        print(f"{args.weights} -> {args.weights_out} ({len(weights.layers)} layers, {size:,} bytes)")
+    return 0
