@@ -86,6 +86,8 @@ class CaffeNet:
     notes: list[str]
     #: Layer -> (owner layer, param index) for each shared parameter (ParamSpec names).
     shared_params: dict[tuple[str, int], tuple[str, int]]
+    #: Tensors a pass removed by fusing their producer into the next layer -> (producer, fused layer).
+    fused: dict[Tensor, tuple[str, str]] = dataclasses.field(default_factory=dict)
 
     def layer(self, name: str) -> LayerNode:
         for node in self.layers:
