@@ -266,7 +266,10 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         elif field == _BLOB_SHAPE and wire_type == WIRE_LENGTH:
             length = reader.read_varint()
             message = pb.BlobShape()
-            message.ParseFromString(reader.read_bytes(length))
+            try:
+                message.ParseFromString(reader.read_bytes(length))
+            except DecodeError:
+                raise CaffeFormatError(f"the blob's shape is corrupt (offset {reader.pos - length})") from None
             shape = [int(d) for d in message.dim]
         elif field == _BLOB_RAW_TYPE and wire_type == WIRE_VARINT:
             raw_type = reader.read_varint()
