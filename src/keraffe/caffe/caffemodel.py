@@ -213,7 +213,7 @@ def _scan_message(
         key = reader.read_varint()
         field, wire_type = key >> 3, key & 7
         if field == blob_field and wire_type == WIRE_LENGTH:
-            length = reader.read_varint()
+            length = _payload_length(reader, end, "layer")
             try:
                 blobs.append(_read_blob(reader, reader.pos + length))
             except CaffeFormatError as error:
@@ -223,7 +223,7 @@ def _scan_message(
             name = raw_name.decode("utf-8", "replace")
             rest += encode_length_delimited(field, len(raw_name)) + raw_name
         elif nested_field is not None and field == nested_field and wire_type == WIRE_LENGTH:
-            length = reader.read_varint()
+            length = _payload_length(reader, end, "layer")
             nested_rest, nested_blobs = _scan_message(reader, reader.pos + length, _V0_BLOBS, None)
             rest += encode_length_delimited(field, len(nested_rest)) + nested_rest
             blobs.extend(nested_blobs)
@@ -233,6 +233,21 @@ def _scan_message(
     if reader.pos != end:
         raise CaffeFormatError(f"a layer's fields overrun its length at offset {reader.pos}")
     return rest, blobs
+
+
+def _payload_length(reader: StreamReader, end: int, parent: str = "blob") -> int:
+    """Read a field's length prefix and check that the payload fits inside its parent message.
+
+    Checked before anything is allocated: a corrupt length must be an error,
+    not an attempt to allocate terabytes.
+    """
+    length = reader.read_varint()
+    if reader.pos + length > end:
+        raise CaffeFormatError(
+            f"a field of {length} bytes at offset {reader.pos} runs past the end of its {parent} "
+            f"(offset {end})"
+        )
+    return length
 
 
 def _read_blob(reader: StreamReader, end: int) -> Blob:
@@ -250,7 +265,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
             value = reader.read_varint()
             legacy_dims[field] = value - (1 << 64) if value >= 1 << 63 else value
         elif field == _BLOB_DATA and wire_type == WIRE_LENGTH:
-            length = reader.read_varint()
+            length = _payload_length(reader, end)
             if length % 4:
                 raise CaffeFormatError(f"blob data of {length} bytes is not whole floats")
             array = np.empty(length // 4, dtype="<f4")
@@ -259,12 +274,12 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         elif field == _BLOB_DATA and wire_type == WIRE_FIXED32:
             unpacked.append(reader.read_bytes(4))
         elif field == _BLOB_DOUBLE_DATA and wire_type == WIRE_LENGTH:
-            length = reader.read_varint()
+            length = _payload_length(reader, end)
             array = np.empty(length // 8, dtype="<f8")
             reader.read_into(memoryview(array).cast("B"))
             double_chunks.append(array)
         elif field == _BLOB_SHAPE and wire_type == WIRE_LENGTH:
-            length = reader.read_varint()
+            length = _payload_length(reader, end)
             message = pb.BlobShape()
             try:
                 message.ParseFromString(reader.read_bytes(length))
@@ -274,7 +289,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         elif field == _BLOB_RAW_TYPE and wire_type == WIRE_VARINT:
             raw_type = reader.read_varint()
         elif field == _BLOB_RAW_DATA and wire_type == WIRE_LENGTH:
-            raw = reader.read_bytes(reader.read_varint())
+            raw = reader.read_bytes(_payload_length(reader, end))
         else:
             reader.skip_value(wire_type)
     if reader.pos != end:
