@@ -183,9 +183,7 @@ def _refuse_text(path: Path, handle) -> None:
 
 def _check_end(path: Path, end: int, size: int) -> None:
     if end > size:
-        raise CaffeFormatError(
-            f"{path}: file is truncated (a layer ends at byte {end}, the file has {size} bytes)"
-        )
+        raise CaffeFormatError(f"file is truncated (a layer ends at byte {end}, the file has {size} bytes)")
 
 
 def _copy_value(reader: StreamReader, wire_type: int) -> bytes:
