@@ -89,6 +89,10 @@ class CaffeWeights:
     def arrays(self) -> dict[str, list[np.ndarray]]:
         return {name: [blob.data for blob in layer.blobs] for name, layer in self.layers.items()}
 
+    def blobs(self) -> dict[str, list[Blob]]:
+        """The blobs with how their shapes were stored; write_caffemodel keeps legacy dims."""
+        return {name: list(layer.blobs) for name, layer in self.layers.items()}
+
 
 # ------------------------------------------------------------------ reading
 
@@ -363,13 +367,26 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
 # ------------------------------------------------------------------ writing
 
 
-def encode_blob(array: np.ndarray) -> bytes:
-    """Encode a float array as a V2 BlobProto, fields in protobuf's canonical order."""
-    data = np.ascontiguousarray(array, dtype="<f4")
+def encode_blob(array: np.ndarray | Blob) -> bytes:
+    """Encode a float array as a BlobProto, fields in protobuf's canonical order.
+
+    A :class:`Blob` read from a legacy file keeps its legacy 4-D dims
+    (num, channels, height, width): Caffe accepts those for any shape that
+    matches after padding with leading ones, but compares a ``shape`` field
+    exactly, so writing a legacy (1, 1, 1, N) bias as a shape would make the
+    rewritten file one that Caffe refuses to load.
+    """
+    legacy = isinstance(array, Blob) and array.legacy and array.data.ndim == 4
+    data = np.ascontiguousarray(array.data if isinstance(array, Blob) else array, dtype="<f4")
     out = bytearray()
+    if legacy:
+        for field, dim in zip(_BLOB_LEGACY_DIMS, data.shape):
+            out += encode_key(field, WIRE_VARINT) + encode_varint(int(dim))
     if data.size:
         out += encode_length_delimited(_BLOB_DATA, data.nbytes)
         out += data.tobytes()
+    if legacy:
+        return bytes(out)
     dims = b"".join(encode_varint(int(d)) for d in data.shape)
     shape = (encode_length_delimited(1, len(dims)) + dims) if dims else b""
     out += encode_length_delimited(_BLOB_SHAPE, len(shape)) + shape
@@ -387,7 +404,7 @@ def _split_before(buffer: bytes, field_number: int) -> int:
 
 
 def iter_caffemodel_chunks(
-    net: pb.NetParameter, weights: Mapping[str, Sequence[np.ndarray]]
+    net: pb.NetParameter, weights: Mapping[str, Sequence[np.ndarray | Blob]]
 ) -> tuple[int, Iterable[bytes]]:
     """Serialise a net and its weights as a stream of chunks, with the total length.
 
@@ -409,7 +426,7 @@ def iter_caffemodel_chunks(
         cut = _split_before(layer_bytes, _LAYER_BLOBS)
         blob_entries = []
         for array in weights.get(layer.name, ()):
-            encoded = encode_blob(np.asarray(array))
+            encoded = encode_blob(array if isinstance(array, Blob) else np.asarray(array))
             blob_entries.append(encode_length_delimited(_LAYER_BLOBS, len(encoded)) + encoded)
         body_length = len(layer_bytes) + sum(len(b) for b in blob_entries)
         prefix = encode_length_delimited(_NET_LAYER, body_length)
@@ -432,12 +449,14 @@ def iter_caffemodel_chunks(
 
 
 def write_caffemodel(
-    path: str | os.PathLike, net: pb.NetParameter, weights: Mapping[str, Sequence[np.ndarray]]
+    path: str | os.PathLike, net: pb.NetParameter, weights: Mapping[str, Sequence[np.ndarray | Blob]]
 ) -> int:
     """Write ``net`` (V2 layers) with ``weights`` as a binary caffemodel; return its size.
 
     Layers without an entry in ``weights`` are written without blobs, as Caffe
-    itself does for parameter-free layers. The write is atomic.
+    itself does for parameter-free layers. Weights may be arrays, or the
+    :class:`Blob` objects of :meth:`CaffeWeights.blobs` to keep legacy 4-D
+    dims as the source file had them. The write is atomic.
     """
     if len(net.layers):
         raise CaffeFormatError("write_caffemodel expects a V2 net; upgrade V1 layers first")

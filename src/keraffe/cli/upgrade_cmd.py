@@ -39,6 +39,7 @@ def run(args) -> int:
     for note in notes or ["already current; written unchanged in content"]:
         print(f"  {note}")
     if weights is not None:
-        size = write_caffemodel(args.weights_out, weights.net, weights.arrays())
+        # Blobs, not arrays: legacy 4-D blob dims must stay legacy for Caffe to load the file.
+        size = write_caffemodel(args.weights_out, weights.net, weights.blobs())
         print(f"{args.weights} -> {args.weights_out} ({len(weights.layers)} layers, {size:,} bytes)")
     return 0
