@@ -104,6 +104,8 @@ def reshape(layer, bottoms):
     expect_bottoms(layer, bottoms, 1)
     bottom = bottoms[0]
     param = layer.reshape_param
+    if param.pixelshuffler != 1:
+        return LayerShapes((_pixel_shuffle(bottom, param.pixelshuffler),))
     dims = [int(d) for d in param.shape.dim]
     start = param.axis if param.axis >= 0 else len(bottom) + param.axis + 1
     if not 0 <= start <= len(bottom):
@@ -130,6 +132,16 @@ def reshape(layer, bottoms):
     if count(top) != count(bottom):
         raise ShapeError(f"new shape {tuple(top)} holds {count(top)} values, the input {count(bottom)}")
     return LayerShapes((tuple(top),))
+
+
+def _pixel_shuffle(bottom, factor: int):
+    """Synopsys fork: Reshape with pixelshuffler r maps (N, C*r*r, H, W) to (N, C, H*r, W*r)."""
+    if len(bottom) != 4:
+        raise ShapeError(f"pixelshuffler needs a 4-axis (N, C, H, W) input, got {bottom}")
+    if factor <= 0 or bottom[1] % (factor * factor):
+        raise ShapeError(f"pixelshuffler {factor}: channels {bottom[1]} are not a multiple of {factor}*{factor}")
+    n, c, h, w = bottom
+    return (n, c // (factor * factor), h * factor, w * factor)
 
 
 def permute_order(layer, rank: int) -> tuple[int, ...]:
