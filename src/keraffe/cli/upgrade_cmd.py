@@ -22,9 +22,9 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from keraffe.caffe.caffemodel import read_weights, write_caffemodel
-    from keraffe.caffe.prototxt import read_prototxt, write_prototxt
+    from keraffe.caffe.prototxt import format_prototxt, read_prototxt
     from keraffe.caffe.upgrade import net_version, upgrade_net
-    from keraffe.files import refuse_overwriting_input
+    from keraffe.files import atomic_output, refuse_overwriting_input
 
     if bool(args.weights) != bool(args.weights_out):
         raise KeraffeError("give --weights and --weights-out together")
@@ -34,12 +34,16 @@ def run(args) -> int:
     original = read_prototxt(args.prototxt)
     upgraded, notes = upgrade_net(original, args.prototxt)
     weights = read_weights(args.weights) if args.weights else None
-    write_prototxt(args.output, upgraded)
+    # The prototxt becomes visible only after the weights are written, so a
+    # failed weights write (missing folder, full disk) leaves neither output.
+    with atomic_output(args.output, "w") as handle:
+        handle.write(format_prototxt(upgraded))
+        if weights is not None:
+            # Blobs, not arrays: legacy 4-D blob dims must stay legacy for Caffe to load the file.
+            size = write_caffemodel(args.weights_out, weights.net, weights.blobs())
     print(f"{args.prototxt} ({net_version(original)}) -> {args.output} (V2)")
     for note in notes or ["already current; written unchanged in content"]:
         print(f"  {note}")
     if weights is not None:
-        # Blobs, not arrays: legacy 4-D blob dims must stay legacy for Caffe to load the file.
-        size = write_caffemodel(args.weights_out, weights.net, weights.blobs())
         print(f"{args.weights} -> {args.weights_out} ({len(weights.layers)} layers, {size:,} bytes)")
     return 0
