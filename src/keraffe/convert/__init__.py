@@ -1,1 +1,1 @@
-"""keraffe.convert"""
+"""Converters between Caffe and Keras: one registry per direction, one module per layer family."""

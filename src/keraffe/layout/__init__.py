@@ -1,1 +1,178 @@
-"""keraffe.layout"""
+"""The one place that knows how Caffe's NCHW and Keras' NHWC relate.
+
+Every tensor that crosses between the two frameworks carries a :class:`Layout`:
+the permutation that takes the Caffe blob's axes to the Keras tensor's axes
+(``keras_array = caffe_array.transpose(layout.perm)``). Rank-4 image blobs use
+:data:`NHWC`; other blobs keep Caffe's order. A rank-2 blob made by flattening
+an NHWC tensor has the same values as Caffe's blob in another order; its layout
+records the (C, H, W) shape it came from so the order can be mapped exactly.
+
+Converters and the verifier use only these functions to move arrays, axes and
+weights between the two orders; nothing else in keraffe transposes for layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+#: Caffe (N, C, H, W) -> Keras (N, H, W, C).
+NHWC_PERM = (0, 2, 3, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How a Keras tensor's axes relate to its Caffe blob's axes."""
+
+    #: Keras axis i holds Caffe axis perm[i].
+    perm: tuple[int, ...]
+    #: Set when the tensor is a (N, H*W*C) flattening of an NHWC tensor whose
+    #: Caffe blob is the (N, C*H*W) flattening of (N, C, H, W): the (C, H, W).
+    flattened_from: tuple[int, int, int] | None = None
+    #: SSD detections: Keras holds (batch, rows, 7) padded with -1 rows; Caffe
+    #: holds (1, 1, n, 7), the valid rows of every image one after another.
+    detections: bool = False
+
+    @property
+    def rank(self) -> int:
+        return len(self.perm)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.perm == tuple(range(len(self.perm))) and self.flattened_from is None
+
+    def keras_axis(self, caffe_axis: int) -> int:
+        """The Keras axis that holds a Caffe axis (negative Caffe axes count from the end)."""
+        if self.flattened_from is not None and caffe_axis % 2 == 1:
+            raise ValueError("the flattened axis of an NHWC flattening has no single Caffe meaning")
+        return self.perm.index(caffe_axis % self.rank)
+
+    def keras_shape(self, caffe_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(caffe_shape[a] for a in self.perm)
+
+    def to_keras(self, caffe_array: np.ndarray) -> np.ndarray:
+        """A Caffe blob's values in the Keras tensor's order."""
+        if self.detections:
+            raise ValueError("Caffe's detection rows cannot be laid out as the padded Keras tensor")
+        if self.flattened_from is not None:
+            n = caffe_array.shape[0]
+            c, h, w = self.flattened_from
+            return caffe_array.reshape(n, c, h, w).transpose(0, 2, 3, 1).reshape(n, -1)
+        return np.transpose(caffe_array, self.perm)
+
+    def to_caffe(self, keras_array: np.ndarray) -> np.ndarray:
+        """A Keras tensor's values in the Caffe blob's order."""
+        if self.detections:
+            rows = []
+            for image, detections in enumerate(keras_array):
+                valid = detections[detections[:, 0] >= 0]
+                rows.append(valid if len(valid) else np.array([[image] + [-1.0] * 6], dtype=keras_array.dtype))
+            return np.concatenate(rows)[None, None]
+        if self.flattened_from is not None:
+            n = keras_array.shape[0]
+            c, h, w = self.flattened_from
+            return keras_array.reshape(n, h, w, c).transpose(0, 3, 1, 2).reshape(n, -1)
+        return np.transpose(keras_array, np.argsort(self.perm))
+
+    def describe(self) -> str:
+        if self.detections:
+            return "detections (batch, rows, 7), -1 padded"
+        if self.flattened_from is not None:
+            return "flattened NHWC of (C,H,W)=" + "x".join(str(d) for d in self.flattened_from)
+        if self.perm == NHWC_PERM:
+            return "NHWC"
+        if self.is_identity:
+            return "caffe order"
+        return "axes " + ",".join(str(a) for a in self.perm)
+
+    def to_json(self) -> dict:
+        return {"perm": list(self.perm), "flattened_from": list(self.flattened_from) if self.flattened_from else None,
+                "detections": self.detections}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Layout":
+        flat = data.get("flattened_from")
+        return cls(tuple(data["perm"]), tuple(flat) if flat else None, bool(data.get("detections", False)))
+
+
+def identity(rank: int) -> Layout:
+    return Layout(tuple(range(rank)))
+
+
+NHWC = Layout(NHWC_PERM)
+
+
+def default_layout(rank: int) -> Layout:
+    """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras); others keep Caffe's order."""
+    return NHWC if rank == 4 else identity(rank)
+
+
+#: Layout of keraffe's DetectionOutput tensor.
+DETECTIONS = Layout((0, 1, 2), detections=True)
+
+
+def flattened_nhwc(chw: tuple[int, int, int]) -> Layout:
+    return Layout((0, 1), tuple(int(d) for d in chw))
+
+
+def relative_perm(source: Layout, target: Layout) -> tuple[int, ...]:
+    """Keras-side permutation turning a tensor in ``source`` layout into ``target`` layout."""
+    return tuple(source.perm.index(a) for a in target.perm)
+
+
+# ------------------------------------------------------------------ weights
+
+
+def conv_kernel_to_keras(weight: np.ndarray) -> np.ndarray:
+    """Caffe convolution weights (O, I/g, kH, kW) -> Keras Conv2D kernel (kH, kW, I/g, O)."""
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+
+
+def conv_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv2D kernel (kH, kW, I/g, O) -> Caffe weights (O, I/g, kH, kW)."""
+    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def depthwise_kernel_to_keras(weight: np.ndarray, channels: int) -> np.ndarray:
+    """Caffe depthwise weights (C*M, 1, kH, kW) -> Keras DepthwiseConv2D kernel (kH, kW, C, M).
+
+    Caffe's output channel c*M + m reads input channel c, as Keras' does.
+    """
+    out, _, kh, kw = weight.shape
+    multiplier = out // channels
+    return np.ascontiguousarray(weight.reshape(channels, multiplier, kh, kw).transpose(2, 3, 0, 1))
+
+
+def depthwise_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras DepthwiseConv2D kernel (kH, kW, C, M) -> Caffe grouped weights (C*M, 1, kH, kW)."""
+    kh, kw, channels, multiplier = kernel.shape
+    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw))
+
+
+def deconv_kernel_to_keras(weight: np.ndarray) -> np.ndarray:
+    """Caffe deconvolution weights (I, O/g, kH, kW) -> Keras Conv2DTranspose kernel (kH, kW, O/g, I).
+
+    Keras' transposed convolution correlates with the kernel flipped, as Caffe's
+    col2im does, so only the axes move.
+    """
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+
+
+def deconv_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv2DTranspose kernel (kH, kW, O, I) -> Caffe deconvolution weights (I, O, kH, kW)."""
+    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def dense_rows_nchw_to_nhwc(weight_in_by_out: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Reorder Dense kernel rows from Caffe's (C, H, W) flatten order to Keras' (H, W, C) order."""
+    c, h, w = chw
+    out = weight_in_by_out.shape[1]
+    return np.ascontiguousarray(weight_in_by_out.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(c * h * w, out))
+
+
+def dense_rows_nhwc_to_nchw(kernel: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Reorder Dense kernel rows from Keras' (H, W, C) flatten order to Caffe's (C, H, W) order."""
+    c, h, w = chw
+    out = kernel.shape[1]
+    return np.ascontiguousarray(kernel.reshape(h, w, c, out).transpose(2, 0, 1, 3).reshape(c * h * w, out))

@@ -1,0 +1,89 @@
+"""Caffe -> Keras 3: build a functional Keras model that computes what a Caffe net computes.
+
+Each Caffe layer type has one handler, registered with :func:`caffe_layer` in
+the module of its family (``conv``, ``pooling``, ...). :func:`convert_net` runs
+the graph passes, checks that every layer type has a handler (listing all the
+missing ones in one error), then calls the handlers in net order.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from keraffe.caffe.net import CaffeNet, LayerNode
+from keraffe.convert.registry import Registry
+from keraffe.errors import UnsupportedLayerError
+
+Handler = Callable[["CaffeToKerasContext", LayerNode], None]  # noqa: F821
+
+HANDLERS: Registry[Handler] = Registry("Caffe -> Keras handler")
+caffe_layer = HANDLERS.register
+
+FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection")
+
+_loaded = False
+
+
+def load_handlers() -> Registry[Handler]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for family in FAMILIES:
+            importlib.import_module(f"keraffe.convert.caffe_to_keras.{family}")
+    return HANDLERS
+
+
+def check_supported(net: CaffeNet) -> None:
+    """Raise one error that lists every layer type of the net without a handler."""
+    load_handlers()
+    missing: dict[str, list[str]] = {}
+    for node in net.layers:
+        if node.type not in HANDLERS:
+            missing.setdefault(node.type, []).append(node.name)
+    if not missing:
+        return
+    lines = [f"{net.source}: cannot convert {len(missing)} layer type(s) to Keras:"]
+    for type_name, names in sorted(missing.items()):
+        shown = ", ".join(f"'{n}'" for n in names[:5]) + (" ..." if len(names) > 5 else "")
+        what = " (runs user Python code, which keraffe cannot convert)" if type_name == "Python" else ""
+        lines.append(f"  {type_name}{what}: {len(names)} layer(s): {shown}")
+    raise UnsupportedLayerError("\n".join(lines))
+
+
+def convert_net(net: CaffeNet):
+    """Convert a loaded Caffe net; returns (keras.Model, TensorMap)."""
+    import keras
+
+    from keraffe.convert.caffe_to_keras.context import CaffeToKerasContext, sanitize
+    from keraffe.layout import NHWC, identity
+    from keraffe.passes import run_caffe_to_keras_passes
+
+    net = run_caffe_to_keras_passes(net)
+    check_supported(net)
+    ctx = CaffeToKerasContext(net)
+    for tensor, (producer, fused_into) in net.fused.items():
+        ctx.fused(tensor, producer, fused_into)
+    inputs = []
+    for node in net.layers:
+        HANDLERS.get(node.type)(ctx, node)
+        if node.type == "Input":
+            inputs.extend(ctx.values[t].tensor for t in node.outputs)
+    outputs = []
+    for tensor in net.outputs:
+        value = ctx.values[tensor]
+        rank = len(net.shapes[tensor])
+        wanted = NHWC if rank == 4 else identity(rank)
+        if value.layout != wanted and not value.layout.detections:
+            outputs.append(ctx.convert_layout(tensor, wanted))
+            history = outputs[-1]._keras_history
+            entry = ctx.map[str(tensor)]
+            entry.keras_layer, entry.keras_output, entry.keras_node = (
+                history.operation.name, history.tensor_index, history.node_index)
+            entry.layout = wanted
+        else:
+            outputs.append(value.tensor)
+    model = keras.Model(inputs, outputs, name=sanitize(net.name or "caffe_net"))
+    ctx.map.inputs = [str(t) for t in net.inputs]
+    ctx.map.outputs = [str(t) for t in net.outputs]
+    return model, ctx.map

@@ -1,0 +1,183 @@
+"""The state of one Caffe -> Keras conversion: tensors, layouts, names and the tensor map.
+
+Handlers (one per Caffe layer type, in the family modules of this package)
+receive this context and a :class:`~keraffe.caffe.net.LayerNode`; they read
+their inputs in the layout they need, create standard Keras layers where one is
+exact (keraffe's own layers elsewhere), set the Caffe weights, and emit one
+Keras tensor per Caffe top. Everything about names and layouts goes through
+here, so handlers stay a few lines each.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import keras
+import numpy as np
+
+from keraffe.caffe.net import CaffeNet, LayerNode, Tensor
+from keraffe.convert.tensor_map import MapEntry, TensorMap
+from keraffe.errors import ConversionError
+from keraffe.layout import NHWC, Layout, default_layout, identity, relative_perm
+
+
+@dataclasses.dataclass
+class KerasValue:
+    """A Keras tensor and how its axes relate to the Caffe blob it holds."""
+
+    tensor: object
+    layout: Layout
+
+
+def sanitize(name: str) -> str:
+    """A Keras-legal layer name (Keras forbids '/'); other odd characters become '_' too."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+    return cleaned or "blob"
+
+
+class CaffeToKerasContext:
+    def __init__(self, net: CaffeNet):
+        self.net = net
+        self.values: dict[Tensor, KerasValue] = {}
+        self.map = TensorMap()
+        self._used_names: set[str] = set()
+        self._final_version: dict[str, int] = {}
+        for node in net.layers:
+            for tensor in node.outputs:
+                self._final_version[tensor.blob] = max(self._final_version.get(tensor.blob, 0), tensor.version)
+        self._converted: dict[tuple[Tensor, Layout], object] = {}
+
+    # ------------------------------------------------------------------ names
+
+    def unique_name(self, wanted: str) -> str:
+        name = sanitize(wanted)
+        candidate, suffix = name, 2
+        while candidate in self._used_names:
+            candidate = f"{name}_{suffix}"
+            suffix += 1
+        self._used_names.add(candidate)
+        return candidate
+
+    def blob_name(self, node: LayerNode, index: int = 0) -> str:
+        """The Keras name for a Caffe top: the blob's name, for its last in-place version.
+
+        Earlier versions of a blob that in-place layers rewrite get
+        "<blob>__<caffe layer>", so every Keras layer name is unique and says
+        which Caffe layer it came from.
+        """
+        tensor = node.outputs[index]
+        if tensor.version == self._final_version[tensor.blob]:
+            return self.unique_name(tensor.blob)
+        return self.unique_name(f"{tensor.blob}__{node.name}")
+
+    def helper_name(self, node: LayerNode, role: str) -> str:
+        """Name for an extra Keras layer a handler needs (padding, flattening, layout moves)."""
+        return self.unique_name(f"{node.name}_{role}")
+
+    # ------------------------------------------------------------------ shapes and weights
+
+    def in_shape(self, node: LayerNode, index: int = 0) -> tuple[int, ...]:
+        return self.net.shapes[node.inputs[index]]
+
+    def out_shape(self, node: LayerNode, index: int = 0) -> tuple[int, ...]:
+        return self.net.shapes[node.outputs[index]]
+
+    def weights(self, node: LayerNode) -> list[np.ndarray] | None:
+        return node.weights
+
+    def set_weights(self, node: LayerNode, layer: keras.layers.Layer, arrays: list[np.ndarray] | None) -> None:
+        """Load converted weights into a built Keras layer (skipped when the net has no weights)."""
+        if arrays is None:
+            return
+        expected = [tuple(w.shape) for w in layer.weights]
+        given = [tuple(np.shape(a)) for a in arrays]
+        if expected != given:
+            raise ConversionError(
+                f"layer '{node.name}' ({node.type}): converted weights have shapes {given}, "
+                f"Keras layer '{layer.name}' expects {expected}"
+            )
+        layer.set_weights([np.asarray(a, dtype=np.float32) for a in arrays])
+
+    # ------------------------------------------------------------------ values
+
+    def value(self, node: LayerNode, index: int = 0) -> KerasValue:
+        return self.values[node.inputs[index]]
+
+    def input(self, node: LayerNode, index: int = 0, layout: Layout | None = None):
+        """The Keras tensor for a bottom, moved into ``layout`` if given."""
+        tensor = node.inputs[index]
+        current = self.values[tensor]
+        if layout is None or layout == current.layout:
+            return current.tensor
+        return self.convert_layout(tensor, layout)
+
+    def input_nhwc(self, node: LayerNode, index: int = 0):
+        """A rank-4 bottom as an NHWC image tensor, which every spatial Keras layer needs."""
+        shape = self.in_shape(node, index)
+        if len(shape) != 4:
+            raise ConversionError(
+                f"layer '{node.name}' ({node.type}) needs a 4-axis (N, C, H, W) input, got {shape}"
+            )
+        return self.input(node, index, NHWC)
+
+    def convert_layout(self, tensor: Tensor, target: Layout):
+        key = (tensor, target)
+        if key in self._converted:
+            return self._converted[key]
+        current = self.values[tensor]
+        base = sanitize(str(tensor)).replace("#", "_")
+        if current.layout.flattened_from is not None:
+            if target != identity(2):
+                raise ConversionError(f"cannot move flattened tensor {tensor} into layout {target.describe()}")
+            c, h, w = current.layout.flattened_from
+            image = keras.layers.Reshape((h, w, c), name=self.unique_name(f"{base}_unflatten"))(current.tensor)
+            moved = keras.layers.Permute((3, 1, 2), name=self.unique_name(f"{base}_to_chw"))(image)
+            result = keras.layers.Flatten(name=self.unique_name(f"{base}_caffe_order"))(moved)
+        else:
+            perm = relative_perm(current.layout, target)
+            if perm[0] != 0:
+                raise ConversionError(f"cannot move the batch axis of {tensor} (layout {target.describe()})")
+            keras_shape = current.layout.keras_shape(self.net.shapes[tensor])
+            if _only_unit_axes_move(keras_shape, perm):
+                target_shape = target.keras_shape(self.net.shapes[tensor])[1:]
+                result = keras.layers.Reshape(target_shape, name=self.unique_name(f"{base}_to_{_layout_tag(target)}"))(
+                    current.tensor)
+            else:
+                result = keras.layers.Permute(tuple(p for p in perm[1:]),
+                                              name=self.unique_name(f"{base}_to_{_layout_tag(target)}"))(current.tensor)
+        self._converted[key] = result
+        return result
+
+    def emit(self, node: LayerNode, index: int, tensor, layout: Layout | None = None, note: str = "") -> None:
+        """Record a Keras tensor as Caffe top ``index`` of ``node``."""
+        caffe_tensor = node.outputs[index]
+        layout = layout or default_layout(len(self.net.shapes[caffe_tensor]))
+        self.values[caffe_tensor] = KerasValue(tensor, layout)
+        history = tensor._keras_history
+        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, history.operation.name,
+                              history.tensor_index, history.node_index, layout, note))
+
+    def alias(self, node: LayerNode, index: int, value: KerasValue, note: str) -> None:
+        """A top that holds exactly an existing tensor (Split, identity layers at inference)."""
+        caffe_tensor = node.outputs[index]
+        self.values[caffe_tensor] = value
+        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, None, 0, 0, value.layout, note))
+
+    def fused(self, caffe_tensor: Tensor, layer_name: str, into: str) -> None:
+        """Record a Caffe tensor that no Keras tensor holds because a pass fused it away."""
+        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, layer_name, None, 0, 0, None, f"fused into {into}"))
+
+
+def _layout_tag(layout: Layout) -> str:
+    if layout == NHWC:
+        return "nhwc"
+    if layout.is_identity:
+        return "caffe_order"
+    return "axes" + "".join(str(a) for a in layout.perm)
+
+
+def _only_unit_axes_move(shape: tuple[int, ...], perm: tuple[int, ...]) -> bool:
+    """True when a permutation keeps the relative order of all axes longer than 1 (a pure reshape)."""
+    kept = [a for a in perm if shape[a] != 1]
+    return kept == sorted(kept)

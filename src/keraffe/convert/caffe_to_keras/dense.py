@@ -1,0 +1,49 @@
+"""InnerProduct: a Dense layer, with its weight rows put in the order Keras flattens in."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keraffe.caffe.shapes import canonical_axis, count
+from keraffe.convert.caffe_to_keras import caffe_layer
+from keraffe.layout import identity
+
+
+def kernel_rows_to_keras(kernel: np.ndarray, layout, caffe_tail: tuple[int, ...]) -> np.ndarray:
+    """Reorder (K, N) kernel rows from Caffe's flatten order to the Keras tensor's flatten order."""
+    if layout.flattened_from is not None:
+        return np.ascontiguousarray(layout.to_keras(kernel.T).T)
+    keras_axes = [p - 1 for p in layout.perm[1:]]
+    outputs = kernel.shape[1]
+    blocks = kernel.reshape(tuple(caffe_tail) + (outputs,))
+    return np.ascontiguousarray(blocks.transpose(keras_axes + [len(caffe_tail)]).reshape(-1, outputs))
+
+
+@caffe_layer("InnerProduct")
+def inner_product(ctx, node):
+    param = node.param.inner_product_param
+    in_shape = ctx.in_shape(node)
+    axis = canonical_axis(param.axis, len(in_shape))
+    name = ctx.blob_name(node)
+    value = ctx.value(node)
+    weights = ctx.weights(node)
+    kernel = None
+    if weights is not None:
+        kernel = weights[0] if param.transpose else weights[0].T
+    if axis == 1:
+        x = value.tensor
+        if value.layout.rank > 2:
+            x = keras.layers.Flatten(name=ctx.helper_name(node, "flatten"))(x)
+        if kernel is not None and not value.layout.is_identity:
+            kernel = kernel_rows_to_keras(kernel, value.layout, in_shape[1:])
+    else:
+        x = ctx.input(node, 0, identity(len(in_shape)))
+        if axis != len(in_shape) - 1:
+            x = keras.layers.Reshape(in_shape[1:axis] + (count(in_shape, axis),),
+                                     name=ctx.helper_name(node, "flatten"))(x)
+    layer = keras.layers.Dense(param.num_output, use_bias=param.bias_term, name=name)
+    y = layer(x)
+    if kernel is not None:
+        ctx.set_weights(node, layer, [kernel] + ([weights[1]] if param.bias_term else []))
+    ctx.emit(node, 0, y, identity(axis + 1))

@@ -1,0 +1,52 @@
+"""Pooling: standard Keras pooling wherever its windows are Caffe's, keraffe's otherwise."""
+
+from __future__ import annotations
+
+import keras
+
+from keraffe import keras_layers
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.caffe.shapes.pooling import pool_geometry
+from keraffe.convert.caffe_to_keras import caffe_layer
+from keraffe.convert.caffe_to_keras.conv import plan_padding
+from keraffe.errors import ConversionError
+from keraffe.layout import NHWC
+
+
+@caffe_layer("Pooling")
+def pooling(ctx, node):
+    in_shape = ctx.in_shape(node)
+    g = pool_geometry(node.param, in_shape)
+    method = node.param.pooling_param.pool
+    if method == pb.PoolingParameter.STOCHASTIC:
+        raise ConversionError(f"layer '{node.name}' (Pooling): STOCHASTIC pooling is not supported")
+    if g.pad_begin != g.pad_end:
+        raise ConversionError(f"layer '{node.name}' (Pooling): per-side pooling padding (pad_l/pad_r/...) "
+                              "is not supported")
+    x = ctx.input_nhwc(node)
+    name = ctx.blob_name(node)
+    is_max = method == pb.PoolingParameter.MAX
+    if len(node.outputs) == 2:
+        if not is_max:
+            raise ConversionError(f"layer '{node.name}' (Pooling): only MAX pooling has a mask top")
+        values, mask = keras_layers.MaxPoolingWithMask(g.kernel, g.stride, g.pad_begin, g.output, name=name)(x)
+        ctx.emit(node, 0, values, NHWC)
+        ctx.emit(node, 1, mask, NHWC)
+        return
+    if g.global_pooling or (g.kernel == tuple(in_shape[2:]) and g.output == (1, 1) and not any(g.pad_begin)):
+        cls = keras.layers.GlobalMaxPooling2D if is_max else keras.layers.GlobalAveragePooling2D
+        ctx.emit(node, 0, cls(keepdims=True, name=name)(x), NHWC)
+        return
+    mode, explicit = plan_padding(in_shape[2:], g.kernel, g.stride, g.pad_begin, g.output)
+    if explicit is None and (is_max or mode == "valid"):
+        cls = keras.layers.MaxPooling2D if is_max else keras.layers.AveragePooling2D
+        ctx.emit(node, 0, cls(g.kernel, g.stride, padding=mode, name=name)(x), NHWC)
+        return
+    if not is_max and explicit is not None and all(end <= begin for begin, end in explicit):
+        # Caffe's AVE divisor counts padding up to the declared pad: zero padding + valid pooling.
+        padded = keras.layers.ZeroPadding2D(explicit, name=ctx.helper_name(node, "pad"))(x)
+        ctx.emit(node, 0, keras.layers.AveragePooling2D(g.kernel, g.stride, padding="valid", name=name)(padded), NHWC)
+        return
+    layer = keras_layers.CaffePooling2D("max" if is_max else "ave", g.kernel, g.stride, g.pad_begin, g.output,
+                                        name=name)
+    ctx.emit(node, 0, layer(x), NHWC)

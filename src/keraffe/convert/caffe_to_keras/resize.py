@@ -1,0 +1,37 @@
+"""Upsample (SegNet unpooling or nearest upsampling) and Interp (align-corners bilinear)."""
+
+from __future__ import annotations
+
+import keras
+
+from keraffe import keras_layers
+from keraffe.caffe.shapes.resize import interp_output
+from keraffe.convert.caffe_to_keras import caffe_layer
+from keraffe.errors import ConversionError
+from keraffe.layout import NHWC
+
+
+@caffe_layer("Upsample")
+def upsample(ctx, node):
+    param = node.param.upsample_param
+    out_hw = ctx.out_shape(node)[2:]
+    name = ctx.blob_name(node)
+    if len(node.inputs) == 2:
+        in_hw = ctx.in_shape(node)[2:]
+        scale = tuple(-(-o // i) for o, i in zip(out_hw, in_hw))
+        layer = keras_layers.MaxUnpooling2D(scale, out_hw, name=name)
+        ctx.emit(node, 0, layer([ctx.input_nhwc(node, 0), ctx.input_nhwc(node, 1)]), NHWC)
+        return
+    if param.dims_num != 4:
+        raise ConversionError(f"layer '{node.name}' (Upsample): only 4-axis (dims_num 4) upsampling converts")
+    layer = keras.layers.UpSampling2D(size=param.scale, interpolation="nearest", name=name)
+    ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
+
+
+@caffe_layer("Interp")
+def interp(ctx, node):
+    shapes = [ctx.in_shape(node, i) for i in range(len(node.inputs))]
+    size = interp_output(node.param, shapes)
+    p = node.param.interp_param
+    layer = keras_layers.Interp(size, p.pad_beg, p.pad_end, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
