@@ -277,6 +277,8 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
             unpacked.append(reader.read_bytes(4))
         elif field == _BLOB_DOUBLE_DATA and wire_type == WIRE_LENGTH:
             length = _payload_length(reader, end)
+            if length % 8:
+                raise CaffeFormatError(f"blob double_data of {length} bytes is not whole doubles")
             array = np.empty(length // 8, dtype="<f8")
             reader.read_into(memoryview(array).cast("B"))
             double_chunks.append(array)
@@ -306,6 +308,9 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
     elif raw is not None:
         if raw_type not in _RAW_DTYPES:
             raise CaffeFormatError(f"blob raw_data of type {raw_type} is not a float type")
+        itemsize = np.dtype(_RAW_DTYPES[raw_type]).itemsize
+        if len(raw) % itemsize:
+            raise CaffeFormatError(f"blob raw_data of {len(raw)} bytes is not whole {itemsize}-byte values")
         values = np.frombuffer(raw, dtype=_RAW_DTYPES[raw_type]).astype(np.float32)
     else:
         values = np.empty(0, dtype=np.float32)
