@@ -1,3 +1,51 @@
-"""keraffe: exact Keras 3 <-> Caffe conversion, and pruning for Keras 3 models."""
+"""keraffe: exact Keras 3 <-> Caffe conversion, and pruning for Keras 3 models.
+
+Importing keraffe registers its Keras layers, so models that use them load
+with ``keras.saving.load_model(path)`` (safe_mode on).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keraffe import keras_layers  # noqa: E402,F401  (registers keraffe's layers)
+from keraffe.errors import KeraffeError  # noqa: E402
 
 __version__ = "0.1.0"
+
+
+def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=()):
+    """Convert a Caffe net (and its weights) into a Keras 3 model that computes the same thing.
+
+    ``input_shape`` gives the input's (N, C, H, W), or a dict of them by input
+    name; train/val nets need it. Without ``caffemodel`` the model keeps Keras'
+    own initialisation. The returned model carries ``keraffe_tensor_map``, the
+    record of which Keras tensor holds which Caffe blob in which layout.
+    """
+    from keraffe.caffe.net import load_net
+    from keraffe.convert.caffe_to_keras import convert_net
+
+    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages)
+    model, tensor_map = convert_net(net)
+    model.keraffe_tensor_map = tensor_map
+    return model
+
+
+def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
+           input_shape=None):
+    """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
+    from keraffe.caffe.net import load_net
+    from keraffe.keras_io import load_keras_model
+    from keraffe.verify import read_inputs, verify as run_verify
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_keras_model(model)
+    net = load_net(prototxt, weights, input_shape)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = read_inputs(inputs, net)
+    return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
+
+
+__all__ = ["KeraffeError", "caffe_to_keras", "verify"]

@@ -17,6 +17,8 @@ import traceback
 COMMANDS = {
     "inspect": "inspect_cmd",
     "upgrade": "upgrade_cmd",
+    "caffe2keras": "caffe2keras_cmd",
+    "verify": "verify_cmd",
 }
 
 
@@ -57,8 +59,33 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and set up its devices with native stderr closed.
+
+    TensorFlow's C++ side prints start-up chatter (oneDNN notices, CUDA probes
+    on machines without a GPU) before its log settings apply; none of it is
+    about the user's command. Python-level errors still surface normally.
+    """
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "--debug" in sys.argv:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices()
+            except ImportError:
+                pass
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def entry_point() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _start_tensorflow_quietly()
     sys.exit(main())
 
 

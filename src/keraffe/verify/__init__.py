@@ -1,1 +1,203 @@
-"""keraffe.verify"""
+"""Check that a Keras model and a Caffe net compute the same thing, tensor by tensor.
+
+:func:`verify` runs both on the same input through an independent Caffe
+runtime (real Caffe, or OpenCV DNN) and compares every output, and with
+``per_layer`` every blob that has a Keras counterpart. Values are moved between
+NCHW and NHWC by the layout recorded at conversion (the tensor map), never by
+trying permutations until something matches.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from keraffe.errors import KeraffeError
+from keraffe.verify.report import TensorComparison, VerifyReport, compare
+
+RUNTIMES = ("caffe", "opencv")
+
+
+def seeded_inputs(net, seed: int = 0) -> dict[str, np.ndarray]:
+    """One seeded standard-normal array per net input, in Caffe's NCHW shapes."""
+    rng = np.random.default_rng(seed)
+    return {str(t): rng.standard_normal(net.shapes[t]).astype(np.float32) for t in net.inputs}
+
+
+def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
+    """Inputs from a file: .npy (the net's only input), .npz (by input name) or an image.
+
+    Arrays are in Caffe's NCHW order and must have the net's input shapes. An
+    image is resized to the input's H x W and given as B, G, R channels in
+    0..255 (OpenCV's order, which Caffe nets are trained on), with no mean removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KeraffeError(f"{path}: input file not found")
+    names = [str(t) for t in net.inputs]
+    shapes = {str(t): net.shapes[t] for t in net.inputs}
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if len(names) != 1:
+            raise KeraffeError(f"{path}: the net has {len(names)} inputs; give them as an .npz keyed by input name")
+        arrays = {names[0]: np.load(path, allow_pickle=False)}
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    else:
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise KeraffeError(f"{path}: not an .npy, .npz or image file keraffe can read")
+        if len(names) != 1:
+            raise KeraffeError(f"{path}: an image feeds a net with one input; this net has {len(names)}")
+        n, c, h, w = shapes[names[0]]
+        image = cv2.resize(image, (w, h)).astype(np.float32)
+        image = image[:, :, None] if image.ndim == 2 else image
+        if image.shape[2] != c:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None] if c == 1 else image[:, :, :c]
+        arrays = {names[0]: np.repeat(image.transpose(2, 0, 1)[None], n, axis=0)}
+    unknown = sorted(set(arrays) - set(names))
+    missing = sorted(set(names) - set(arrays))
+    if unknown or missing:
+        raise KeraffeError(f"{path}: inputs {unknown or missing} do not match the net's inputs {names}")
+    for name, array in arrays.items():
+        if tuple(array.shape) != tuple(shapes[name]):
+            raise KeraffeError(
+                f"{path}: input '{name}' has shape {tuple(array.shape)}; the net needs {tuple(shapes[name])} "
+                "(Caffe's N, C, H, W order)"
+            )
+    return {name: np.asarray(array, dtype=np.float32) for name, array in arrays.items()}
+
+
+def tensor_map_for(model, net):
+    """The tensor map relating ``model`` to ``net``: recorded at conversion, or derived again.
+
+    keraffe's conversions are deterministic, so a model converted from a net
+    (or a net converted from a model) is related by converting again and
+    checking that the names agree.
+    """
+    recorded = getattr(model, "keraffe_tensor_map", None)
+    if recorded is not None:
+        return recorded
+    from keraffe.convert.caffe_to_keras import convert_net
+
+    layer_names = {layer.name for layer in model.layers}
+    try:
+        _, planned = convert_net(net)
+    except KeraffeError:
+        planned = None
+    if planned is not None and all(e.keras_layer in layer_names for e in planned.materialised()):
+        return planned
+    derive = _keras_to_caffe_map()
+    if derive is not None:
+        planned = derive(model, net)
+        if planned is not None:
+            return planned
+    raise KeraffeError(
+        f"cannot relate the Keras model '{model.name}' to {net.source}: the layer names do not match a keraffe "
+        "conversion in either direction"
+    )
+
+
+def _keras_to_caffe_map():
+    try:
+        from keraffe.convert.keras_to_caffe import tensor_map_from_model
+    except ImportError:
+        return None
+    return tensor_map_from_model
+
+
+def _keras_tensor(model, entry):
+    layer = model.get_layer(entry.keras_layer)
+    node = layer._inbound_nodes[entry.keras_node]
+    return node.output_tensors[entry.keras_output]
+
+
+def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], runtime: str) -> dict[str, np.ndarray]:
+    """Run the net in real Caffe or OpenCV from files keraffe writes (a deploy prototxt and caffemodel)."""
+    from keraffe.caffe.caffemodel import write_caffemodel
+    from keraffe.caffe.prototxt import Dialect, write_prototxt
+
+    if runtime not in RUNTIMES:
+        raise KeraffeError(f"runtime must be one of {', '.join(RUNTIMES)}, received {runtime!r}")
+    with tempfile.TemporaryDirectory(prefix="keraffe-verify-") as tmp:
+        prototxt = Path(tmp, "net.prototxt")
+        caffemodel = Path(tmp, "net.caffemodel")
+        deploy = net.to_net_parameter()
+        write_prototxt(prototxt, deploy, Dialect.FORK)
+        write_caffemodel(caffemodel, deploy, net.weight_arrays())
+        if runtime == "caffe":
+            from keraffe.verify.caffe_runtime import pycaffe_available, run_pycaffe
+
+            if not pycaffe_available():
+                raise KeraffeError("real Caffe is not built (run `make pycaffe`); or use --runtime opencv")
+            return run_pycaffe(prototxt, caffemodel, inputs, list(blobs))
+        from keraffe.verify.opencv_runtime import run_opencv
+
+        producers = {}
+        for node in net.layers:
+            for tensor in node.outputs:
+                producers[tensor.blob] = node.name
+        layers = [producers[b] for b in blobs]
+        results = run_opencv(prototxt, caffemodel, inputs, layers, fusion=False)
+        return {blob: results[producers[blob]] for blob in blobs}
+
+
+def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer: bool = False,
+           runtime: str = "caffe", tolerance: float = 1e-4, tensor_map=None) -> VerifyReport:
+    """Compare ``model`` (a keras.Model) with ``net`` (a loaded CaffeNet with weights).
+
+    Returns a :class:`VerifyReport`; its ``ok`` says whether every output is
+    within ``tolerance`` (max abs error over max |reference|).
+    """
+    import keras
+
+    if not net.has_weights:
+        raise KeraffeError(f"{net.source}: verify needs the Caffe net's weights (--weights)")
+    tmap = tensor_map or tensor_map_for(model, net)
+    inputs = dict(inputs) if inputs is not None else seeded_inputs(net)
+    entries = {e.caffe_tensor: e for e in tmap.entries.values()}
+    final = {}
+    for node in net.layers:
+        for tensor in node.outputs:
+            final[tensor.blob] = tensor
+    outputs = [str(t) for t in net.outputs]
+    chosen = list(outputs)
+    if per_layer:
+        for node in net.layers:
+            for tensor in node.outputs:
+                name = str(tensor)
+                entry = entries.get(name)
+                if final[tensor.blob] == tensor and entry is not None and entry.keras_layer and name not in chosen:
+                    chosen.append(name)
+    order = {str(t): i for i, t in enumerate(t for n in net.layers for t in n.outputs)}
+    chosen.sort(key=lambda name: (name not in outputs, order.get(name, 0)))
+    missing = [name for name in chosen if name not in entries or entries[name].keras_layer is None]
+    if missing:
+        raise KeraffeError(f"no Keras tensor holds Caffe tensor(s) {', '.join(missing)}")
+
+    blobs = [entries[name].caffe_blob for name in chosen]
+    reference = run_reference(net, inputs, blobs, runtime)
+    feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name]) for name in chosen])
+    keras_inputs = [entries[name].layout.to_keras(inputs[name]) for name in tmap.inputs]
+    values = feature_model.predict(keras_inputs, verbose=0)
+    if not isinstance(values, (list, tuple)):
+        values = [values]
+    comparisons = []
+    for name, value in zip(chosen, values):
+        entry = entries[name]
+        candidate = entry.layout.to_caffe(np.asarray(value))
+        comparisons.append(compare(name, entry.keras_layer, reference[entry.caffe_blob], candidate, tolerance))
+    output_rows = [c for c in comparisons if c.caffe_tensor in outputs]
+    layer_rows = sorted(comparisons, key=lambda c: order.get(c.caffe_tensor, 0)) if per_layer else []
+    return VerifyReport(runtime, tolerance, output_rows, layer_rows)
+
+
+__all__ = ["TensorComparison", "VerifyReport", "read_inputs", "run_reference", "seeded_inputs", "tensor_map_for",
+           "verify"]

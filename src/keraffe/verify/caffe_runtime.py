@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from keraffe.errors import KeraffeError
+
 PYCAFFE_VERSION = "9.0.2"
 _WORKER = pathlib.Path(__file__).with_name("_pycaffe_worker.py")
 # Enough of Caffe's stderr to show the failing CHECK and the lines before it.
@@ -38,7 +40,7 @@ _LOG_TAIL_LINES = 40
 _BUILD_HINT = "build it with tools/build_pycaffe.sh, or point $KERAFFE_PYCAFFE at a pycaffe dir"
 
 
-class CaffeRuntimeError(RuntimeError):
+class CaffeRuntimeError(KeraffeError, RuntimeError):
     """Real Caffe refused or failed to run a net.
 
     The message ends with the tail of Caffe's stderr (glog and protobuf

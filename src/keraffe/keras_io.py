@@ -1,0 +1,77 @@
+"""Loading and saving Keras models the way keraffe's commands need: safely, atomically, with clear errors."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from keraffe.errors import KeraffeError
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Load a .keras or .h5 model with Keras' safe mode on; never run code stored in the file.
+
+    A model holding a Lambda layer (Python bytecode) is refused with a message
+    saying so. Keras 2 .h5 files that Keras 3 cannot open are read by
+    keraffe.keras_legacy where their config and weights are unambiguous.
+    """
+    import keras
+
+    import keraffe  # noqa: F401  (registers keraffe's layers for deserialisation)
+
+    path = Path(path)
+    if not path.is_file():
+        raise KeraffeError(f"{path}: Keras model file not found")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except ValueError as error:
+        text = str(error)
+        if "Lambda" in text or "lambda" in text or "safe_mode" in text:
+            raise KeraffeError(
+                f"{path}: the model holds a Lambda layer, i.e. arbitrary Python code stored in the file; "
+                "keraffe loads models with Keras' safe_mode and never runs such code. Replace the Lambda "
+                "with standard layers (or keraffe's) and save again"
+            ) from None
+        legacy = _try_legacy(path, error)
+        if legacy is not None:
+            return legacy
+        raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(text)}") from None
+    except (OSError, TypeError, KeyError) as error:
+        legacy = _try_legacy(path, error)
+        if legacy is not None:
+            return legacy
+        raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(str(error))}") from None
+
+
+def _try_legacy(path: Path, error: Exception):
+    if path.suffix.lower() not in (".h5", ".hdf5"):
+        return None
+    try:
+        from keraffe.keras_legacy import load_legacy_h5
+    except ImportError:
+        return None
+    return load_legacy_h5(path, original_error=error)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+
+
+def save_keras_model(model, path: str | os.PathLike) -> None:
+    """Save a model as .keras atomically (a temporary .keras file, then one rename)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise KeraffeError(f"{path}: keraffe writes Keras models as .keras files; use a .keras output name")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise KeraffeError(f"cannot write {path}: folder {directory} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=directory)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

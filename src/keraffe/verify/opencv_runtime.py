@@ -1,0 +1,85 @@
+"""OpenCV 4.x DNN as a second, independent Caffe runtime.
+
+OpenCV's importer reads the forks' spellings (``ceil_mode``) and runs most deploy
+layers, but not all (no Threshold, no Bias; InnerProduct with transpose: true is
+computed wrongly), and OpenCV 5 removed the Caffe importer altogether. Outputs
+are requested by the name of the Caffe layer that produced them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from keraffe.errors import KeraffeError
+
+
+class OpenCVRuntimeError(KeraffeError):
+    """OpenCV could not load or run the net."""
+
+
+def opencv_available() -> bool:
+    try:
+        import cv2
+    except ImportError:
+        return False
+    return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromCaffe")
+
+
+def run_opencv(
+    prototxt: str | os.PathLike,
+    caffemodel: str | os.PathLike | None,
+    inputs: Mapping[str, np.ndarray],
+    layers: Sequence[str],
+    fusion: bool = True,
+) -> dict[str, np.ndarray]:
+    """Forward through OpenCV DNN and return the first output of each named layer."""
+    import cv2
+
+    if not opencv_available():
+        raise OpenCVRuntimeError(
+            f"OpenCV {cv2.__version__} has no Caffe importer (OpenCV 5 removed it); "
+            "install opencv-python-headless<5"
+        )
+    try:
+        net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel) if caffemodel else "")
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        net.enableFusion(fusion)
+        for name, value in inputs.items():
+            net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+        results = net.forward(list(layers))
+    except cv2.error as error:
+        message = str(error).strip().splitlines()
+        raise OpenCVRuntimeError(f"OpenCV DNN failed: {message[-1] if message else error}") from None
+    return {name: np.asarray(value, dtype=np.float32) for name, value in zip(layers, results)}
+
+
+def time_opencv(
+    prototxt: str | os.PathLike, caffemodel: str | os.PathLike, inputs: Mapping[str, np.ndarray],
+    repeats: int = 20, warmup: int = 3, threads: int | None = None,
+) -> list[float]:
+    """Wall-clock seconds of each of ``repeats`` forward passes, after ``warmup`` untimed ones."""
+    import time
+
+    import cv2
+
+    if threads is not None:
+        cv2.setNumThreads(threads)
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    for name, value in inputs.items():
+        net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+    for _ in range(warmup):
+        net.forward()
+    timings = []
+    for _ in range(repeats):
+        for name, value in inputs.items():
+            net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
+        start = time.perf_counter()
+        net.forward()
+        timings.append(time.perf_counter() - start)
+    return timings
