@@ -98,7 +98,9 @@ def deconvolution(ctx, node):
     if weights is not None:
         arrays = [deconv_kernel_to_keras(weights[0])] + ([weights[1]] if g.bias_term else [])
     crop = None
-    if g.group > 1:
+    # Keras' Conv2DTranspose refuses a stride together with a dilation; keraffe's layer takes both.
+    strided_dilation = any(s > 1 for s in g.stride) and any(d > 1 for d in g.dilation)
+    if g.group > 1 or strided_dilation:
         layer = keras_layers.GroupedConv2DTranspose(g.num_output, g.kernel, g.stride, g.group, g.dilation, cropping,
                                                     use_bias=g.bias_term, name=name)
     else:
