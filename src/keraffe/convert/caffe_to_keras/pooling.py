@@ -38,6 +38,10 @@ def pooling(ctx, node):
         ctx.emit(node, 0, cls(keepdims=True, name=name)(x), NHWC)
         return
     mode, explicit = plan_padding(in_shape[2:], g.kernel, g.stride, g.pad_begin, g.output)
+    if not is_max and mode == "same":
+        # Keras' 'same' average leaves the padding out of the divisor; Caffe's counts it: pad explicitly.
+        explicit = tuple((p, max(0, (o - 1) * s + k - size - p))
+                         for size, k, s, p, o in zip(in_shape[2:], g.kernel, g.stride, g.pad_begin, g.output))
     if explicit is None and (is_max or mode == "valid"):
         cls = keras.layers.MaxPooling2D if is_max else keras.layers.AveragePooling2D
         ctx.emit(node, 0, cls(g.kernel, g.stride, padding=mode, name=name)(x), NHWC)
