@@ -372,8 +372,12 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
 # ------------------------------------------------------------------ writing
 
 
-def encode_blob(array: np.ndarray | Blob) -> bytes:
-    """Encode a float array as a BlobProto, fields in protobuf's canonical order.
+def _blob_parts(array: np.ndarray | Blob) -> tuple[bytes, memoryview, bytes]:
+    """A BlobProto as (fields before the payload, float payload, fields after it).
+
+    The payload is a view of the array's own memory (no copy when it already
+    is contiguous little-endian float32), so writing a file never holds a
+    second copy of the weights.
 
     A :class:`Blob` read from a legacy file keeps its legacy 4-D dims
     (num, channels, height, width): Caffe accepts those for any shape that
@@ -383,19 +387,24 @@ def encode_blob(array: np.ndarray | Blob) -> bytes:
     """
     legacy = isinstance(array, Blob) and array.legacy and array.data.ndim == 4
     data = np.ascontiguousarray(array.data if isinstance(array, Blob) else array, dtype="<f4")
-    out = bytearray()
+    before = bytearray()
     if legacy:
         for field, dim in zip(_BLOB_LEGACY_DIMS, data.shape):
-            out += encode_key(field, WIRE_VARINT) + encode_varint(int(dim))
+            before += encode_key(field, WIRE_VARINT) + encode_varint(int(dim))
     if data.size:
-        out += encode_length_delimited(_BLOB_DATA, data.nbytes)
-        out += data.tobytes()
+        before += encode_length_delimited(_BLOB_DATA, data.nbytes)
+    payload = memoryview(data.reshape(-1)).cast("B") if data.size else memoryview(b"")
     if legacy:
-        return bytes(out)
+        return bytes(before), payload, b""
     dims = b"".join(encode_varint(int(d)) for d in data.shape)
     shape = (encode_length_delimited(1, len(dims)) + dims) if dims else b""
-    out += encode_length_delimited(_BLOB_SHAPE, len(shape)) + shape
-    return bytes(out)
+    return bytes(before), payload, encode_length_delimited(_BLOB_SHAPE, len(shape)) + shape
+
+
+def encode_blob(array: np.ndarray | Blob) -> bytes:
+    """Encode a float array as a BlobProto, fields in protobuf's canonical order."""
+    before, payload, after = _blob_parts(array)
+    return before + payload.tobytes() + after
 
 
 def _split_before(buffer: bytes, field_number: int) -> int:
@@ -410,7 +419,7 @@ def _split_before(buffer: bytes, field_number: int) -> int:
 
 def iter_caffemodel_chunks(
     net: pb.NetParameter, weights: Mapping[str, Sequence[np.ndarray | Blob]]
-) -> tuple[int, Iterable[bytes]]:
+) -> tuple[int, Iterable[bytes | memoryview]]:
     """Serialise a net and its weights as a stream of chunks, with the total length.
 
     Each layer is written the way protobuf would write it (fields in number
@@ -421,7 +430,7 @@ def iter_caffemodel_chunks(
     del head.layer[:]
     del head.layers[:]
     head_bytes = head.SerializeToString(deterministic=True)
-    parts: list[tuple[bytes, list[bytes], bytes]] = []
+    parts: list[tuple[bytes, list, bytes]] = []
     total = len(head_bytes)
     for layer in net.layer:
         bare = pb.LayerParameter()
@@ -431,9 +440,10 @@ def iter_caffemodel_chunks(
         cut = _split_before(layer_bytes, _LAYER_BLOBS)
         blob_entries = []
         for array in weights.get(layer.name, ()):
-            encoded = encode_blob(array if isinstance(array, Blob) else np.asarray(array))
-            blob_entries.append(encode_length_delimited(_LAYER_BLOBS, len(encoded)) + encoded)
-        body_length = len(layer_bytes) + sum(len(b) for b in blob_entries)
+            before, payload, after = _blob_parts(array if isinstance(array, Blob) else np.asarray(array))
+            length = len(before) + payload.nbytes + len(after)
+            blob_entries.append((encode_length_delimited(_LAYER_BLOBS, length) + before, payload, after))
+        body_length = len(layer_bytes) + sum(len(b) + p.nbytes + len(a) for b, p, a in blob_entries)
         prefix = encode_length_delimited(_NET_LAYER, body_length)
         parts.append((prefix + layer_bytes[:cut], blob_entries, layer_bytes[cut:]))
         total += len(prefix) + body_length
@@ -443,11 +453,12 @@ def iter_caffemodel_chunks(
                 "and protobuf cannot read messages of 2 GiB or more"
             )
 
-    def chunks() -> Iterable[bytes]:
+    def chunks() -> Iterable[bytes | memoryview]:
         yield head_bytes
         for before, blob_entries, after in parts:
             yield before
-            yield from blob_entries
+            for entry in blob_entries:
+                yield from entry
             yield after
 
     return total, chunks()
