@@ -30,9 +30,11 @@ def prior_boxes(
             cx = (w + offset) * step_w
             cy = (h + offset) * step_h
             for i, min_size in enumerate(min_sizes):
+                # SSD's Caffe code holds the sizes in ints: 30.4 means 30 (OpenCV keeps the float).
+                min_size = int(min_size)
                 sizes = [(min_size, min_size)]
                 if len(max_sizes):
-                    side = math.sqrt(min_size * max_sizes[i])
+                    side = math.sqrt(min_size * int(max_sizes[i]))
                     sizes.append((side, side))
                 for ratio in aspect_ratios:
                     if abs(ratio - 1.0) < 1e-6:
