@@ -103,7 +103,7 @@ class AbsVal(_Elementwise):
 
 @keras.saving.register_keras_serializable(package="keraffe")
 class Clip(_Elementwise):
-    """y = min(max(x, min), max)."""
+    """y = max(min, min(x, max)), Caffe's order: with min > max every output is min."""
 
     _settings = ("min", "max")
 
@@ -111,7 +111,7 @@ class Clip(_Elementwise):
         super().__init__(min=min, max=max, **kwargs)
 
     def call(self, inputs):
-        return ops.minimum(ops.maximum(inputs, self.min), self.max)
+        return ops.maximum(ops.minimum(inputs, self.max), self.min)
 
 
 @keras.saving.register_keras_serializable(package="keraffe")
