@@ -8,6 +8,8 @@ transformation fields move into transform_param. It also writes the forks'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from keraffe.errors import KeraffeError
 
 HELP = "upgrade a V0/V1 or fork-spelled net (and weights) to current Caffe"
@@ -31,6 +33,12 @@ def run(args) -> int:
     refuse_overwriting_input(args.output, args.prototxt, args.weights)
     if args.weights_out:
         refuse_overwriting_input(args.weights_out, args.prototxt, args.weights, args.output)
+        # refuse_overwriting_input only sees files that exist; -o may not exist yet.
+        if Path(args.weights_out).resolve() == Path(args.output).resolve():
+            raise KeraffeError(
+                f"-o and --weights-out both name {args.output}; the prototxt and the weights "
+                "need two different files"
+            )
     original = read_prototxt(args.prototxt)
     upgraded, notes = upgrade_net(original, args.prototxt)
     weights = read_weights(args.weights) if args.weights else None
