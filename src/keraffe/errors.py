@@ -27,3 +27,7 @@ class ShapeError(KeraffeError):
 
 class ConversionError(KeraffeError):
     """A model cannot be converted exactly; the message says what would be needed."""
+
+
+class PruningError(KeraffeError):
+    """A pruning argument, schedule or layer cannot be used as given."""
