@@ -111,8 +111,6 @@ def read_weights(path: str | os.PathLike) -> CaffeWeights:
 
 def read_caffemodel(path: str | os.PathLike) -> CaffeWeights:
     """Read a binary caffemodel, streaming the weights into float32 arrays."""
-    from keraffe.caffe.upgrade import upgrade_net
-
     path = Path(path)
     size = path.stat().st_size
     if size == 0:
@@ -146,6 +144,19 @@ def read_caffemodel(path: str | os.PathLike) -> CaffeWeights:
         net.ParseFromString(bytes(net_rest))
     except DecodeError as error:
         raise CaffeFormatError(f"{path}: not a valid Caffe weights file ({error})") from None
+    try:
+        return _assemble(path, net, scanned)
+    except UnicodeDecodeError as error:
+        # protobuf accepts any bytes in a proto2 string field, and fails only when it is read.
+        raise CaffeFormatError(
+            f"{path}: not a valid Caffe weights file (a name or text field is not UTF-8: {error.reason})"
+        ) from None
+
+
+def _assemble(path: Path, net: pb.NetParameter, scanned) -> CaffeWeights:
+    """Parse the layers' non-blob bytes, upgrade them, and pair them with their blobs."""
+    from keraffe.caffe.upgrade import upgrade_net
+
     names: list[str] = []
     blobs_in_order: list[list[Blob]] = []
     for field, rest, blobs in scanned:
