@@ -152,10 +152,18 @@ def _second_bottom_like_first(ctx, node, axis):
     if first.layout.flattened_from is not None:
         raise ConversionError(f"layer '{node.name}' ({node.type}) on a flattened image tensor is not supported")
     target = tuple(padded[p] for p in first.layout.perm)[1:]
-    second = ctx.input(node, 1, identity(len(second_shape)))
     if axis == 0:
-        # The second bottom has the batch axis: reshape its other axes into place.
-        return first, keras.layers.Reshape(target, name=ctx.helper_name(node, "broadcast"))(second)
+        # The second bottom has the batch axis. With the first one's rank it has its shape: take it in
+        # that layout. Shorter, it gets trailing unit axes in Caffe's order, then the first one's axis order.
+        if len(second_shape) == len(first_shape):
+            return first, ctx.input(node, 1, first.layout)
+        second = ctx.input(node, 1, identity(len(second_shape)))
+        moved = [a for a in first.layout.perm if padded[a] != 1]
+        if moved == sorted(moved):
+            return first, keras.layers.Reshape(target, name=ctx.helper_name(node, "broadcast"))(second)
+        expanded = keras.layers.Reshape(tuple(padded[1:]), name=ctx.helper_name(node, "expand"))(second)
+        return first, keras.layers.Permute(tuple(first.layout.perm[1:]),
+                                           name=ctx.helper_name(node, "broadcast"))(expanded)
     raise ConversionError(f"layer '{node.name}' ({node.type}): a second bottom that starts after the batch axis "
                           "(axis >= 1) is not supported")
 
