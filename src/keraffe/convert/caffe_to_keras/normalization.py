@@ -95,10 +95,11 @@ def fork_bn(ctx, node):
         batch_norm(ctx, node, name, value, mean=mean, variance=variance, epsilon=param.eps, gamma=slope, beta=bias,
                    use_gamma=True, use_beta=True)
         return
-    if param.HasField("bn_mode") and param.bn_mode != pb.BNParameter.INFERENCE:
+    # SegNet's bn_mode defaults to LEARN, which normalises with batch statistics even at test time.
+    if param.bn_mode != pb.BNParameter.INFERENCE:
         raise ConversionError(
-            f"layer '{node.name}' (BN) is in bn_mode LEARN, which normalises with batch statistics; "
-            "SegNet deploy nets use bn_mode: INFERENCE after compute_bn_statistics.py"
+            f"layer '{node.name}' (BN) is in bn_mode LEARN (SegNet's default), which normalises with batch "
+            "statistics; SegNet deploy nets use bn_mode: INFERENCE after compute_bn_statistics.py"
         )
     _learned_affine(ctx, node, scale_weight=None if weights is None else weights[0],
                     bias_weight=None if weights is None else weights[1], axis=1, num_axes=1,
