@@ -20,6 +20,8 @@ from keraffe.errors import KeraffeError
 from keraffe.verify.report import TensorComparison, VerifyReport, compare
 
 RUNTIMES = ("caffe", "opencv")
+#: Caffe's ReadProtoFromBinaryFile sets protobuf's total-bytes limit to 512 MiB.
+CAFFE_READ_LIMIT = 536870912
 
 
 def seeded_inputs(net, seed: int = 0) -> dict[str, np.ndarray]:
@@ -137,6 +139,12 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
 
             if not pycaffe_available():
                 raise KeraffeError("real Caffe is not built (run `make pycaffe`); or use --runtime opencv")
+            if caffemodel.stat().st_size > CAFFE_READ_LIMIT:
+                raise KeraffeError(
+                    f"the weights take {caffemodel.stat().st_size / 2**20:.0f} MiB; real Caffe refuses to read "
+                    "weight files over 512 MiB (a protobuf limit it sets itself), so it cannot judge this net; "
+                    "use --runtime opencv"
+                )
             return run_pycaffe(prototxt, caffemodel, inputs, list(blobs))
         from keraffe.verify.opencv_runtime import run_opencv
 
@@ -167,7 +175,7 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     for node in net.layers:
         for tensor in node.outputs:
             final[tensor.blob] = tensor
-    outputs = [str(t) for t in net.outputs]
+    outputs = list(tmap.outputs)
     chosen = list(outputs)
     if per_layer:
         for node in net.layers:

@@ -51,6 +51,20 @@ def check_supported(net: CaffeNet) -> None:
     raise UnsupportedLayerError("\n".join(lines))
 
 
+def model_outputs(net: CaffeNet):
+    """The net's outputs; a net that silences all of them outputs what its Silence layers take.
+
+    Caffe nets like colorization's end in a Silence layer so that Caffe does not
+    print the result; their users read the silenced blob, which the Keras model returns.
+    """
+    if net.outputs:
+        return net.outputs
+    silenced = [t for node in net.layers if node.type == "Silence" for t in node.inputs]
+    if not silenced:
+        raise UnsupportedLayerError(f"{net.source}: the net has no output blobs")
+    return silenced
+
+
 def convert_net(net: CaffeNet):
     """Convert a loaded Caffe net; returns (keras.Model, TensorMap)."""
     import keras
@@ -62,6 +76,7 @@ def convert_net(net: CaffeNet):
     net = run_caffe_to_keras_passes(net)
     check_supported(net)
     ctx = CaffeToKerasContext(net)
+    ctx.reserve_output_names(model_outputs(net))
     for tensor, (producer, fused_into) in net.fused.items():
         ctx.fused(tensor, producer, fused_into)
     inputs = []
@@ -70,7 +85,7 @@ def convert_net(net: CaffeNet):
         if node.type == "Input":
             inputs.extend(ctx.values[t].tensor for t in node.outputs)
     outputs = []
-    for tensor in net.outputs:
+    for tensor in model_outputs(net):
         value = ctx.values[tensor]
         rank = len(net.shapes[tensor])
         wanted = NHWC if rank == 4 else identity(rank)
@@ -85,5 +100,5 @@ def convert_net(net: CaffeNet):
             outputs.append(value.tensor)
     model = keras.Model(inputs, outputs, name=sanitize(net.name or "caffe_net"))
     ctx.map.inputs = [str(t) for t in net.inputs]
-    ctx.map.outputs = [str(t) for t in net.outputs]
+    ctx.map.outputs = [str(t) for t in model_outputs(net)]
     return model, ctx.map

@@ -42,10 +42,6 @@ class CaffeToKerasContext:
         self.values: dict[Tensor, KerasValue] = {}
         self.map = TensorMap()
         self._used_names: set[str] = set()
-        self._final_version: dict[str, int] = {}
-        for node in net.layers:
-            for tensor in node.outputs:
-                self._final_version[tensor.blob] = max(self._final_version.get(tensor.blob, 0), tensor.version)
         self._converted: dict[tuple[Tensor, Layout], object] = {}
 
     # ------------------------------------------------------------------ names
@@ -59,17 +55,27 @@ class CaffeToKerasContext:
         self._used_names.add(candidate)
         return candidate
 
-    def blob_name(self, node: LayerNode, index: int = 0) -> str:
-        """The Keras name for a Caffe top: the blob's name, for its last in-place version.
+    def reserve_output_names(self, tensors) -> None:
+        """Model outputs are named after their blobs, whichever version of the blob they are."""
+        self._reserved = {tensor: self.unique_name(tensor.blob) for tensor in tensors}
 
-        Earlier versions of a blob that in-place layers rewrite get
-        "<blob>__<caffe layer>", so every Keras layer name is unique and says
-        which Caffe layer it came from.
+    def blob_name(self, node: LayerNode, index: int = 0) -> str:
+        """The Keras name for a Caffe top.
+
+        A blob's first value takes the blob's name (which is usually its layer's
+        name); a value an in-place layer rewrites takes that Caffe layer's name
+        (relu1, bn_conv1, ...). So Keras names are unique, say where they came
+        from, and convert back to the same Caffe layer names. Model outputs keep
+        their blob names.
         """
         tensor = node.outputs[index]
-        if tensor.version == self._final_version[tensor.blob]:
+        reserved = getattr(self, "_reserved", {})
+        if tensor in reserved:
+            return reserved[tensor]
+        if tensor.version == 0:
             return self.unique_name(tensor.blob)
-        return self.unique_name(f"{tensor.blob}__{node.name}")
+        suffix = f"_{index}" if len(node.outputs) > 1 else ""
+        return self.unique_name(node.name + suffix)
 
     def helper_name(self, node: LayerNode, role: str) -> str:
         """Name for an extra Keras layer a handler needs (padding, flattening, layout moves)."""
