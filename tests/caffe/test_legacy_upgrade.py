@@ -131,9 +131,39 @@ def test_upgrade_reports_and_writes_v2(rel, tmp_path, capsys):
     pytest.param(rel, marks=pytest.mark.slow) if rel in BIG_NETS else rel for rel in sorted(LEGACY_NETS)
 ])
 def test_upgraded_net_computes_what_the_original_computes_in_caffe(rel, tmp_path, capsys):
+    _check_upgrade_in_caffe(_original_for_caffe(rel, tmp_path), tmp_path, capsys)
+
+
+V0_WITH_PADDING_LAYERS = """
+name: "v0_padding"
+input: "data"
+input_dim: 1
+input_dim: 3
+input_dim: 10
+input_dim: 10
+layers { layer { name: "pad1" type: "padding" pad: 2 } bottom: "data" top: "pad1" }
+layers { layer { name: "conv1" type: "conv" num_output: 4 kernelsize: 3 stride: 2 } bottom: "pad1" top: "conv1" }
+layers { layer { name: "relu1" type: "relu" } bottom: "conv1" top: "conv1" }
+layers { layer { name: "pad2" type: "padding" pad: 1 } bottom: "conv1" top: "pad2" }
+layers { layer { name: "pool1" type: "pool" pool: AVE kernelsize: 3 stride: 2 } bottom: "pad2" top: "pool1" }
+layers { layer { name: "fc" type: "innerproduct" num_output: 3 } bottom: "pool1" top: "fc" }
+"""
+
+
+@pytest.mark.pycaffe
+def test_v0_padding_layers_fold_into_conv_and_pool_as_in_caffe(tmp_path, capsys):
+    original = tmp_path / "v0_padding.prototxt"
+    original.write_text(V0_WITH_PADDING_LAYERS)
+    net = load_net(original)
+    assert [n.type for n in net.layers] == ["Input", "Convolution", "ReLU", "Pooling", "InnerProduct"]
+    assert net.layer("conv1").param.convolution_param.pad == [2]
+    assert net.layer("pool1").param.pooling_param.pad == 1
+    _check_upgrade_in_caffe(original, tmp_path, capsys)
+
+
+def _check_upgrade_in_caffe(original, tmp_path, capsys):
     from keraffe.verify.caffe_runtime import pycaffe_params, run_pycaffe
 
-    original = _original_for_caffe(rel, tmp_path)
     upgraded = tmp_path / "upgraded.prototxt"
     _upgrade(capsys, original, "-o", upgraded)
 
