@@ -98,6 +98,13 @@ def convert_net(net: CaffeNet):
             entry.layout = wanted
         else:
             outputs.append(value.tensor)
+            entry = ctx.map[str(tensor)]
+            if entry.keras_layer is None:
+                # An output that aliases another tensor (Split, Concat of one, Permute): the model's output
+                # is that tensor, so the map must name it for the output to be found.
+                history = value.tensor._keras_history
+                entry.keras_layer, entry.keras_output, entry.keras_node = (
+                    history.operation.name, history.tensor_index, history.node_index)
     model = keras.Model(inputs, outputs, name=sanitize(net.name or "caffe_net"))
     ctx.map.inputs = [str(t) for t in net.inputs]
     ctx.map.outputs = [str(t) for t in model_outputs(net)]
