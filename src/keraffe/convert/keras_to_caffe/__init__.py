@@ -1,0 +1,184 @@
+"""Keras 3 -> Caffe: write a Caffe net that computes exactly what a Keras model computes.
+
+Each Keras layer class has one handler, registered with :func:`keras_layer` in
+the module of its family. :func:`convert_model` walks the model's graph (nested
+models inlined, shared layers once per call), checks up front that every layer
+has a handler and that each one can be expressed exactly for the target, and
+lists everything that cannot in one error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+from keraffe.convert.registry import Registry
+from keraffe.errors import ConversionError, UnsupportedLayerError
+
+Handler = Callable[..., None]
+
+HANDLERS: Registry[Handler] = Registry("Keras -> Caffe handler")
+keras_layer = HANDLERS.register
+
+FAMILIES = ("core", "activations", "conv", "pooling", "normalization", "merging", "reshaping", "keraffe_layers")
+
+_loaded = False
+
+
+def load_handlers() -> Registry[Handler]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for family in FAMILIES:
+            importlib.import_module(f"keraffe.convert.keras_to_caffe.{family}")
+    return HANDLERS
+
+
+@dataclasses.dataclass
+class CaffeExport:
+    """The result of converting a Keras model: the net, its weights, the tensor map and what changed."""
+
+    net: object
+    weights: dict
+    tensor_map: object
+    report: list
+    target: str
+
+
+def walk(model):
+    """Yield (operation, node) for every layer call in execution order, nested models inlined."""
+    from keras.src.models.functional import Functional
+
+    graph = _functional_of(model)
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            if isinstance(node.operation, Functional) or type(node.operation).__name__ == "Sequential":
+                yield ("enter", node.operation, node)
+                yield from walk(node.operation)
+                yield ("leave", node.operation, node)
+            else:
+                yield ("call", node.operation, node)
+
+
+def _functional_of(model):
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise ConversionError(
+                f"the Sequential model '{model.name}' has not been built; give it an Input or call build() first"
+            )
+        return functional
+    if not hasattr(model, "_nodes_by_depth"):
+        raise ConversionError(
+            f"'{model.name}' is a subclassed Keras model; only functional and Sequential models have a graph "
+            "keraffe can read"
+        )
+    return model
+
+
+def operation_kind(operation) -> str:
+    """The registry key of a Keras operation: a layer's class name, or "ops.<Class>" for a keras.ops call.
+
+    Functional models hold raw ops where code writes ``x + 3.0`` on a Keras
+    tensor (keras.applications' MobileNetV3 does); their classes share names
+    with layers (Add, Multiply), hence the prefix.
+    """
+    import keras
+
+    name = type(operation).__name__
+    return name if isinstance(operation, keras.layers.Layer) else f"ops.{name}"
+
+
+def check_supported(model, target) -> None:
+    """One error listing every layer class without a handler, and every layer the target cannot express."""
+    load_handlers()
+    missing: dict[str, list[str]] = {}
+    for event, operation, _node in walk(model):
+        if event != "call":
+            continue
+        kind = operation_kind(operation)
+        if kind not in HANDLERS:
+            missing.setdefault(kind, []).append(operation.name)
+    if missing:
+        lines = [f"cannot convert {len(missing)} Keras layer class(es) to Caffe:"]
+        for kind, names in sorted(missing.items()):
+            hint = " (arbitrary Python code)" if kind == "Lambda" else ""
+            shown = ", ".join(f"'{n}'" for n in names[:5]) + (" ..." if len(names) > 5 else "")
+            lines.append(f"  {kind}{hint}: {len(names)} layer(s): {shown}")
+        raise UnsupportedLayerError("\n".join(lines))
+
+
+def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeExport:
+    """Convert an in-memory Keras model into a Caffe net for ``target`` (caffe1, caffe or opencv)."""
+    from keraffe.convert.keras_to_caffe.context import KerasToCaffeContext
+    from keraffe.convert.keras_to_caffe.targets import get_target
+
+    load_handlers()
+    chosen = get_target(target)
+    check_supported(model, chosen)
+    ctx = KerasToCaffeContext(chosen, batch_size)
+    ctx.net.name = model.name
+    for tensor in model.inputs:
+        _add_input(ctx, tensor)
+    problems: list[str] = []
+    stack = []
+    for event, operation, node in walk(model):
+        if event == "enter":
+            inner = _functional_of(operation)
+            for outer, inner_input in zip(node.input_tensors, inner.inputs):
+                ctx.alias(inner_input, ctx.value(outer))
+            stack.append((operation, node))
+            continue
+        if event == "leave":
+            inner = _functional_of(operation)
+            for outer, inner_output in zip(node.outputs, inner.outputs):
+                ctx.alias(outer, ctx.value(inner_output))
+            stack.pop()
+            continue
+        try:
+            HANDLERS.get(operation_kind(operation))(ctx, operation, node)
+        except ConversionError as error:
+            problems.append(f"  {operation.name} ({operation_kind(operation)}): {error}")
+    if problems:
+        raise ConversionError(
+            f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n" + "\n".join(problems)
+        )
+    ctx.map.inputs = [ctx.value(t).blob for t in model.inputs]
+    ctx.map.outputs = [ctx.value(t).blob for t in model.outputs]
+    return CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
+
+
+def _add_input(ctx, tensor) -> None:
+    from keraffe.layout import default_layout
+
+    operation = tensor._keras_history.operation
+    layout = default_layout(len(tensor.shape))
+    if any(d is None for d in tensor.shape[1:]):
+        raise ConversionError(
+            f"input '{operation.name}' has shape {tuple(tensor.shape)} with unknown sizes; Caffe nets have fixed "
+            "shapes: give the model a fixed input shape (or pass --input-shape)"
+        )
+    name = ctx.unique(operation.name)
+    shape = ctx.caffe_shape(tensor, layout)
+    layer = ctx.add("Input", name, [], [name])
+    layer.input_param.shape.add().dim.extend(shape)
+    node = operation._inbound_nodes[0]
+    ctx.emit(operation, node, 0, tensor, name, layout)
+
+
+def tensor_map_from_model(model, net):
+    """The tensor map of converting ``model`` again, if its Caffe names match ``net`` (else None)."""
+    for target in ("caffe1", "caffe", "opencv"):
+        try:
+            export = convert_model(model, target)
+        except (ConversionError, UnsupportedLayerError):
+            continue
+        tops = {t for n in net.layers for t in (o.blob for o in n.outputs)}
+        if all(e.caffe_blob in tops for e in export.tensor_map.entries.values()):
+            return export.tensor_map
+    return None

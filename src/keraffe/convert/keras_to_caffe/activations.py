@@ -1,0 +1,270 @@
+"""Activations, as layers (Activation, ReLU, LeakyReLU, PReLU, ELU, Softmax) and as layers' ``activation``.
+
+Every keras.activations function that Caffe can compute exactly is built from
+the target's layer types: ReLU6 is one layer for OpenCV, Clip(0, 6) for BVLC
+master, and 6 - ReLU(6 - ReLU(x)) in Caffe 1.0 (exact to half an ulp of 6,
+whatever the magnitude of x). Functions Caffe cannot compute exactly (erf
+GELU, ...) are refused, never approximated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keraffe.convert.keras_to_caffe import keras_layer
+from keraffe.errors import ConversionError
+
+#: Activations whose output is never negative (lets later zero padding fold into MAX pooling).
+NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus", "exponential", "hard_sigmoid"})
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def activation_name(function) -> str:
+    import keras
+
+    if function is None:
+        return "linear"
+    name = keras.activations.serialize(function)
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    return {"swish": "silu", "hard_swish": "hard_silu"}.get(str(name), str(name))
+
+
+class ActivationBuilder:
+    """Adds the Caffe layers of one activation from ``bottom`` to ``top``."""
+
+    def __init__(self, ctx, base: str, bottom: str, top: str, softmax_axis: int = 1, final_name: str | None = None):
+        self.ctx = ctx
+        self.base = base
+        self.bottom = bottom
+        self.top = top
+        self.softmax_axis = softmax_axis
+        #: Name of the last Caffe layer; a standalone activation layer keeps its Keras name.
+        self.final_name = final_name
+        self.layers: list[str] = []
+
+    def _layer(self, type_name, part, bottoms, final=False):
+        if final:
+            name = self.final_name or self.ctx.unique(f"{self.base}/{part}")
+            top = self.top
+        else:
+            name = top = self.ctx.unique(f"{self.base}/{part}")
+        layer = self.ctx.add(type_name, name, bottoms, [top])
+        self.layers.append(type_name)
+        return layer
+
+    def power(self, bottom, part, final=False, power=1.0, scale=1.0, shift=0.0):
+        layer = self._layer("Power", part, [bottom], final)
+        if power != 1.0:
+            layer.power_param.power = power
+        if scale != 1.0:
+            layer.power_param.scale = scale
+        if shift != 0.0:
+            layer.power_param.shift = shift
+        return layer.top[0]
+
+    def simple(self, type_name, bottom, part, final=False):
+        return self._layer(type_name, part, [bottom], final).top[0]
+
+    def product(self, a, b, part, final=False):
+        layer = self._layer("Eltwise", part, [a, b], final)
+        layer.eltwise_param.operation = layer.eltwise_param.PROD
+        return layer.top[0]
+
+    def relu6(self, bottom, part, final=False):
+        target = self.ctx.target
+        if target.allows("ReLU6"):
+            return self.simple("ReLU6", bottom, part, final)
+        if target.allows("Clip"):
+            layer = self._layer("Clip", part, [bottom], final)
+            layer.clip_param.min, layer.clip_param.max = 0.0, 6.0
+            return layer.top[0]
+        positive = self.simple("ReLU", bottom, f"{part}_relu")
+        gap = self.power(positive, f"{part}_gap", scale=-1.0, shift=6.0)
+        gap = self.simple("ReLU", gap, f"{part}_gap_relu")
+        return self.power(gap, part, final, scale=-1.0, shift=6.0)
+
+    def hard_sigmoid(self, bottom, part, final=False):
+        shifted = self.power(bottom, f"{part}_shift", shift=3.0)
+        clipped = self.relu6(shifted, f"{part}_relu6")
+        return self.power(clipped, part, final, scale=1.0 / 6.0)
+
+    def build(self, name: str, config: dict | None = None) -> str | None:
+        """Add the layers; return the top (None when the activation is the identity)."""
+        config = config or {}
+        bottom = self.bottom
+        if name == "linear":
+            return None
+        if name == "relu":
+            return self.simple("ReLU", bottom, "relu", final=True)
+        if name == "relu6":
+            return self.relu6(bottom, "relu6", final=True)
+        if name == "leaky_relu":
+            layer = self._layer("ReLU", "leaky_relu", [bottom], final=True)
+            layer.relu_param.negative_slope = config.get("negative_slope", 0.2)
+            return layer.top[0]
+        if name == "elu":
+            return self.simple("ELU", bottom, "elu", final=True)
+        if name == "selu":
+            layer = self._layer("ELU", "elu", [bottom])
+            layer.elu_param.alpha = SELU_ALPHA
+            return self.power(layer.top[0], "selu", final=True, scale=SELU_SCALE)
+        if name == "sigmoid":
+            return self.simple("Sigmoid", bottom, "sigmoid", final=True)
+        if name == "tanh":
+            return self.simple("TanH", bottom, "tanh", final=True)
+        if name == "softplus":
+            return self.simple("BNLL", bottom, "softplus", final=True)
+        if name == "exponential":
+            return self.simple("Exp", bottom, "exp", final=True)
+        if name == "softmax":
+            layer = self._layer("Softmax", "softmax", [bottom], final=True)
+            if self.softmax_axis != 1:
+                layer.softmax_param.axis = self.softmax_axis
+            return layer.top[0]
+        if name == "hard_sigmoid":
+            return self.hard_sigmoid(bottom, "hard_sigmoid", final=True)
+        if name == "hard_silu":
+            gate = self.hard_sigmoid(bottom, "hard_sigmoid")
+            return self.product(bottom, gate, "hard_silu", final=True)
+        if name == "silu":
+            if self.ctx.target.allows("Swish"):
+                return self.simple("Swish", bottom, "silu", final=True)
+            gate = self.simple("Sigmoid", bottom, "sigmoid")
+            return self.product(bottom, gate, "silu", final=True)
+        if name == "softsign":
+            magnitude = self.simple("AbsVal", bottom, "abs")
+            inverse = self.power(magnitude, "inverse", power=-1.0, shift=1.0)
+            return self.product(bottom, inverse, "softsign", final=True)
+        if name == "mish":
+            soft = self.simple("BNLL", bottom, "softplus")
+            gate = self.simple("TanH", soft, "tanh")
+            return self.product(bottom, gate, "mish", final=True)
+        raise ConversionError(
+            f"activation '{name}' has no exact Caffe form (Caffe has no erf, no arbitrary elementwise code); "
+            "keraffe refuses to approximate it"
+        )
+
+
+def emit_activation(ctx, operation, node, keras_tensor, base: str, bottom_value, name: str, config=None,
+                    softmax_axis: int | None = None, standalone: bool = True):
+    """Emit an activation and record the Keras output it computes; returns the value.
+
+    ``standalone`` activations (an Activation or ReLU layer) name their last
+    Caffe layer after the Keras layer; a layer's fused ``activation`` adds
+    layers named "<layer>/<activation>" after the layer's own.
+    """
+    from keraffe.convert.keras_to_caffe.context import CaffeValue
+
+    axis = softmax_axis if softmax_axis is not None else _channel_axis(bottom_value)
+    builder = ActivationBuilder(ctx, base, bottom_value.blob, base, axis, final_name=base if standalone else None)
+    top = builder.build(name, config)
+    if top is None:
+        value = CaffeValue(bottom_value.blob, bottom_value.layout, bottom_value.shape, bottom_value.non_negative)
+        ctx.alias(keras_tensor, value)
+        return value
+    if len(builder.layers) > 1:
+        ctx.note(operation, builder.layers, f"{name} built from Caffe {'/'.join(sorted(set(builder.layers)))}")
+    return ctx.emit(operation, node, 0, keras_tensor, top, bottom_value.layout, non_negative=name in NON_NEGATIVE)
+
+
+def _channel_axis(value) -> int:
+    return value.layout.perm[-1]
+
+
+# ------------------------------------------------------------------ layer classes
+
+
+@keras_layer("Activation")
+def activation(ctx, operation, node):
+    name = activation_name(operation.activation)
+    value = ctx.value(node.input_tensors[0])
+    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, name)
+
+
+@keras_layer("ReLU")
+def relu_layer(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    base = ctx.layer_name(operation, node)
+    max_value = operation.max_value
+    slope = float(operation.negative_slope)
+    threshold = float(operation.threshold)
+    out = node.outputs[0]
+    if threshold == 0.0 and slope == 0.0 and max_value is None:
+        emit_activation(ctx, operation, node, out, base, value, "relu")
+        return
+    if threshold == 0.0 and slope == 0.0 and float(max_value) == 6.0:
+        emit_activation(ctx, operation, node, out, base, value, "relu6")
+        return
+    builder = ActivationBuilder(ctx, base, value.blob, base, final_name=base)
+    bottom = value.blob
+    if threshold != 0.0:
+        bottom = builder.power(bottom, "shift", shift=-threshold)
+    final_relu = max_value is None and threshold == 0.0
+    layer = builder._layer("ReLU", "relu", [bottom], final=final_relu)
+    if slope:
+        layer.relu_param.negative_slope = slope
+    top = layer.top[0]
+    if threshold != 0.0:
+        top = builder.power(top, "unshift", final=max_value is None, shift=threshold)
+    if max_value is not None:
+        limit = float(max_value)
+        gap = builder.power(top, "gap", scale=-1.0, shift=limit)
+        gap = builder.simple("ReLU", gap, "gap_relu")
+        top = builder.power(gap, "max", final=True, scale=-1.0, shift=limit)
+    ctx.note(operation, builder.layers, "ReLU with threshold/max_value built from Caffe ReLU and Power")
+    ctx.emit(operation, node, 0, out, top, value.layout, non_negative=slope == 0.0)
+
+
+@keras_layer("LeakyReLU")
+def leaky_relu(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, "leaky_relu",
+                    {"negative_slope": float(operation.negative_slope)})
+
+
+@keras_layer("ELU")
+def elu(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("ELU", name, [value.blob])
+    layer.elu_param.alpha = float(operation.alpha)
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+
+
+@keras_layer("Softmax")
+def softmax(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    axis = operation.axis
+    if isinstance(axis, (list, tuple)):
+        if len(axis) != 1:
+            raise ConversionError("softmax over several axes has no Caffe layer")
+        axis = axis[0]
+    rank = len(value.shape)
+    caffe_axis = value.layout.perm[axis % rank] if value.layout.flattened_from is None else 1
+    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, "softmax",
+                    softmax_axis=caffe_axis)
+
+
+@keras_layer("PReLU")
+def prelu(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    alpha = np.asarray(operation.alpha.numpy() if hasattr(operation.alpha, "numpy") else operation.alpha)
+    rank = len(value.shape)
+    keras_channel = rank - 1
+    shared = set(operation.shared_axes or [])
+    layer = ctx.add("PReLU", name, [value.blob])
+    if shared >= set(range(1, rank)):
+        layer.prelu_param.channel_shared = True
+        weights = [np.asarray(alpha).reshape(())]
+    elif shared == set(range(1, rank)) - {keras_channel} and value.layout.perm[keras_channel] == 1:
+        weights = [np.asarray(alpha).reshape(-1)]
+    else:
+        raise ConversionError(
+            f"PReLU with shared_axes {sorted(shared)} has no Caffe form: Caffe's PReLU is per channel or shared"
+        )
+    ctx.weights[name] = weights
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)

@@ -1,0 +1,196 @@
+"""The state of one Keras -> Caffe conversion: the net being written, blobs, layouts, the report.
+
+Handlers (one per Keras layer class, in the family modules of this package)
+receive this context, the Keras operation and its call node. They read each
+input as a Caffe blob in the layout they need, add Caffe layers (named after
+the Keras layer, so the weights carry over by name), and record the Caffe
+blob that holds each Keras output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.convert.keras_to_caffe.targets import Target
+from keraffe.convert.tensor_map import MapEntry, TensorMap
+from keraffe.errors import ConversionError
+from keraffe.layout import NHWC, Layout, default_layout, identity
+
+
+@dataclasses.dataclass
+class CaffeValue:
+    """A Caffe blob holding a Keras tensor's values, and how their axes relate."""
+
+    blob: str
+    layout: Layout
+    #: The blob's Caffe shape, batch axis included.
+    shape: tuple[int, ...]
+    #: True when every value is >= 0 (after ReLU and the like), which lets
+    #: zero padding before MAX pooling fold into Caffe's pooling exactly.
+    non_negative: bool = False
+    #: ZeroPadding2D not yet applied, ((top, bottom), (left, right)): Caffe 1.0
+    #: has no padding layer, so the next convolution or pooling absorbs it.
+    pending_padding: tuple | None = None
+
+
+@dataclasses.dataclass
+class Legalisation:
+    """A Keras layer that did not become exactly one Caffe layer of the same meaning."""
+
+    keras_layer: str
+    keras_class: str
+    caffe_layers: list[str]
+    note: str
+
+
+class KerasToCaffeContext:
+    def __init__(self, target: Target, batch_size: int = 1):
+        self.target = target
+        self.batch_size = batch_size
+        self.net = pb.NetParameter()
+        self.weights: dict[str, list[np.ndarray]] = {}
+        self.values: dict[int, tuple[object, CaffeValue]] = {}
+        self.map = TensorMap()
+        self.report: list[Legalisation] = []
+        self._names: set[str] = set()
+        self._converted: dict[tuple[str, Layout], str] = {}
+        self._layer_types_of: dict[str, list[str]] = {}
+
+    # ------------------------------------------------------------------ names
+
+    def unique(self, wanted: str) -> str:
+        name, suffix = wanted, 1
+        while name in self._names:
+            name = f"{wanted}_{suffix}"
+            suffix += 1
+        self._names.add(name)
+        return name
+
+    def layer_name(self, operation, node) -> str:
+        """The Caffe name for a Keras layer's call: its name, suffixed for a shared layer's later calls."""
+        index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
+        return self.unique(operation.name if index == 0 else f"{operation.name}_{index}")
+
+    # ------------------------------------------------------------------ layers
+
+    def add(self, type_name: str, name: str, bottoms, tops=None, weights=None) -> pb.LayerParameter:
+        if type_name not in self.target.layer_types:
+            raise ConversionError(
+                f"a {type_name} layer is needed for '{name}', and target '{self.target.name}' has no {type_name}"
+            )
+        layer = self.net.layer.add(name=name, type=type_name)
+        layer.bottom.extend(bottoms)
+        layer.top.extend(tops if tops is not None else [name])
+        if weights is not None:
+            self.weights[name] = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
+        return layer
+
+    def note(self, operation, caffe_layers: list[str], note: str) -> None:
+        self.report.append(Legalisation(operation.name, type(operation).__name__, caffe_layers, note))
+
+    def caffe_types(self, first_layer_index: int) -> list[str]:
+        return [layer.type for layer in self.net.layer[first_layer_index:]]
+
+    # ------------------------------------------------------------------ values
+
+    def caffe_shape(self, keras_tensor, layout: Layout) -> tuple[int, ...]:
+        keras_shape = tuple(self.batch_size if d is None else int(d) for d in keras_tensor.shape)
+        shape = [0] * len(keras_shape)
+        for keras_axis, caffe_axis in enumerate(layout.perm):
+            shape[caffe_axis] = keras_shape[keras_axis]
+        if layout.flattened_from is not None:
+            return (keras_shape[0], int(np.prod(layout.flattened_from)))
+        return tuple(shape)
+
+    def value(self, keras_tensor, allow_pending: bool = False) -> CaffeValue:
+        try:
+            value = self.values[id(keras_tensor)][1]
+        except KeyError:
+            raise ConversionError(f"tensor {keras_tensor.name} is used before it is computed") from None
+        if value.pending_padding and not allow_pending:
+            raise ConversionError(
+                "zero padding (ZeroPadding2D) feeds a layer other than a convolution or pooling; Caffe 1.0 has no "
+                "padding layer, so only those can absorb it"
+            )
+        return value
+
+    def set_value(self, keras_tensor, value: CaffeValue) -> None:
+        self.values[id(keras_tensor)] = (keras_tensor, value)
+
+    def emit(self, operation, node, index: int, keras_tensor, blob: str, layout: Layout | None = None,
+             producer: str | None = None, non_negative: bool = False, note: str = "") -> CaffeValue:
+        """Record that Caffe blob ``blob`` holds output ``index`` of a Keras layer call."""
+        layout = layout or default_layout(len(keras_tensor.shape))
+        value = CaffeValue(blob, layout, self.caffe_shape(keras_tensor, layout), non_negative)
+        self.set_value(keras_tensor, value)
+        node_index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
+        self.map.add(MapEntry(blob, blob, producer or blob, operation.name, index, node_index, layout, note))
+        return value
+
+    def alias(self, keras_tensor, value: CaffeValue) -> None:
+        """A Keras output that holds exactly an existing blob (identity layers at inference)."""
+        self.set_value(keras_tensor, value)
+
+    def blob_in(self, value: CaffeValue, layout: Layout, hint: str) -> str:
+        """The blob of ``value`` moved into ``layout`` (a reshape when only size-1 axes move)."""
+        if value.layout == layout:
+            return value.blob
+        key = (value.blob, layout)
+        if key in self._converted:
+            return self._converted[key]
+        name = self.unique(f"{hint}/to_{_tag(layout)}")
+        if value.layout.flattened_from is not None:
+            if layout != identity(2):
+                raise ConversionError(f"cannot move flattened blob {value.blob} into layout {layout.describe()}")
+            c, h, w = value.layout.flattened_from
+            image = self.unique(f"{name}/image")
+            reshape = self.add("Reshape", image, [value.blob])
+            reshape.reshape_param.shape.dim.extend([0, c, h, w])
+            self._permute(name, image, (0, 2, 3, 1), hint)
+            flat = self.add("Flatten", self.unique(f"{name}/flat"), [name])
+            result = flat.top[0]
+        else:
+            rank = len(value.shape)
+            # Caffe's Permute: top axis j is bottom axis order[j].
+            order = tuple(value.layout.perm[layout.perm.index(j)] for j in range(rank))
+            target_shape = tuple(value.shape[a] for a in order)
+            if _only_unit_axes_move(value.shape, order):
+                reshape = self.add("Reshape", name, [value.blob])
+                reshape.reshape_param.shape.dim.extend((0,) + target_shape[1:])
+            else:
+                self._permute(name, value.blob, order, hint)
+            result = name
+        self._converted[key] = result
+        return result
+
+    def _permute(self, name, bottom, order, hint):
+        if "Permute" not in self.target.layer_types:
+            raise ConversionError(
+                f"'{hint}' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
+                f"target '{self.target.name}' has none. Target 'opencv' has Permute; or keep channels-last "
+                "Flatten/Reshape directly before a Dense layer, which converts without a transpose"
+            )
+        layer = self.add("Permute", name, [bottom])
+        layer.permute_param.order.extend(order)
+
+    def blob_nchw(self, value: CaffeValue, hint: str) -> str:
+        """A rank-4 value as an NCHW image blob (what Caffe's spatial layers read)."""
+        if len(value.shape) != 4:
+            raise ConversionError(f"'{hint}' needs a 4-axis image tensor, got Caffe shape {value.shape}")
+        return self.blob_in(value, NHWC, hint)
+
+
+def _tag(layout: Layout) -> str:
+    if layout == NHWC:
+        return "nchw"
+    if layout.is_identity:
+        return "keras_order"
+    return "axes" + "".join(str(a) for a in layout.perm)
+
+
+def _only_unit_axes_move(shape, perm) -> bool:
+    kept = [a for a in perm if shape[a] != 1]
+    return kept == sorted(kept)

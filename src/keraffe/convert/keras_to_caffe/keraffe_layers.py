@@ -1,0 +1,216 @@
+"""keraffe's own Keras layers back to the Caffe layers they were made from, and keras.applications' own layers.
+
+A Caffe net converted to Keras and back comes out with the same layer types
+and weights. Layers whose Caffe type the target lacks are refused by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keraffe.convert.keras_to_caffe import keras_layer
+from keraffe.errors import ConversionError
+from keraffe.layout import NHWC
+
+
+def _numpy(variable):
+    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
+
+
+def _unary(ctx, operation, node, type_name):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add(type_name, name, [value.blob])
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    return layer
+
+
+@keras_layer("AbsVal")
+def absval(ctx, operation, node):
+    _unary(ctx, operation, node, "AbsVal")
+
+
+@keras_layer("Power")
+def power(ctx, operation, node):
+    p = _unary(ctx, operation, node, "Power").power_param
+    p.power, p.scale, p.shift = operation.power, operation.scale, operation.shift
+
+
+@keras_layer("Exp")
+def exp(ctx, operation, node):
+    p = _unary(ctx, operation, node, "Exp").exp_param
+    p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
+
+
+@keras_layer("Log")
+def log(ctx, operation, node):
+    p = _unary(ctx, operation, node, "Log").log_param
+    p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
+
+
+@keras_layer("Threshold")
+def threshold(ctx, operation, node):
+    _unary(ctx, operation, node, "Threshold").threshold_param.threshold = operation.threshold
+
+
+@keras_layer("Clip")
+def clip(ctx, operation, node):
+    p = _unary(ctx, operation, node, "Clip").clip_param
+    p.min, p.max = operation.min, operation.max
+
+
+@keras_layer("Swish")
+def swish(ctx, operation, node):
+    _unary(ctx, operation, node, "Swish").swish_param.beta = operation.beta
+
+
+@keras_layer("WeightedSum")
+def weighted_sum(ctx, operation, node):
+    values = [ctx.value(t) for t in node.input_tensors]
+    layout = values[0].layout
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("Eltwise", name, [ctx.blob_in(v, layout, name) for v in values])
+    layer.eltwise_param.coeff.extend(operation.coefficients)
+    ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+
+
+@keras_layer("CustomScaleLayer")
+def custom_scale(ctx, operation, node):
+    """keras.applications.InceptionResNetV2's residual: x + r * scale."""
+    values = [ctx.value(t) for t in node.input_tensors]
+    layout = values[0].layout
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("Eltwise", name, [ctx.blob_in(v, layout, name) for v in values])
+    layer.eltwise_param.coeff.extend([1.0, float(operation.scale)])
+    ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+
+
+@keras_layer("LRN")
+def lrn(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("LRN", name, [ctx.blob_nchw(value, name)])
+    p = layer.lrn_param
+    p.local_size, p.alpha, p.beta, p.k = operation.local_size, operation.alpha, operation.beta, operation.k
+    if operation.region == "within_channel":
+        p.norm_region = p.WITHIN_CHANNEL
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+
+
+@keras_layer("CaffePooling2D")
+def caffe_pooling(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)])
+    p = layer.pooling_param
+    p.pool = p.MAX if operation.method == "max" else p.AVE
+    p.kernel_h, p.kernel_w = operation.pool_size
+    p.stride_h, p.stride_w = operation.strides
+    p.pad_h, p.pad_w = operation.padding
+    from keraffe.caffe.shapes.pooling import pool_geometry
+
+    if pool_geometry(layer, value.shape).output != tuple(operation.output_size):
+        if not ctx.target.floor_pooling:
+            raise ConversionError(f"'{name}' rounds its output size down; target '{ctx.target.name}' always rounds up")
+        p.round_mode = p.FLOOR
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+
+
+@keras_layer("AxisScale")
+def axis_scale(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    keras_shape = (1,) + tuple(operation.param_shape)
+    caffe_shape = [1] * len(keras_shape)
+    for keras_axis, caffe_axis in enumerate(value.layout.perm):
+        caffe_shape[caffe_axis] = keras_shape[keras_axis]
+    covered = [i for i, d in enumerate(caffe_shape) if d != 1] or [1]
+    axis, last = covered[0], covered[-1]
+    arrays = []
+    for used, variable in ((operation.use_scale, getattr(operation, "scale", None)),
+                           (operation.use_bias, getattr(operation, "bias", None))):
+        if used:
+            full = np.transpose(_numpy(variable)[None], np.argsort(value.layout.perm))
+            arrays.append(full.reshape(caffe_shape)[tuple(slice(None) if axis <= i <= last else 0
+                                                         for i in range(len(caffe_shape)))])
+    if operation.use_scale:
+        layer = ctx.add("Scale", name, [value.blob])
+        p = layer.scale_param
+        p.bias_term = bool(operation.use_bias)
+    else:
+        layer = ctx.add("Bias", name, [value.blob])
+        p = layer.bias_param
+    if axis != 1:
+        p.axis = axis
+    if last - axis + 1 != 1:
+        p.num_axes = last - axis + 1
+    ctx.weights[name] = arrays
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+
+
+@keras_layer("AxisSlice")
+def axis_slice(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    rank = len(value.shape)
+    axis = value.layout.perm[operation.axis % rank]
+    size = value.shape[axis]
+    layer = ctx.add("Slice", name, [value.blob], [])
+    layer.slice_param.axis = axis
+    tops, unused = [], []
+    if operation.begin:
+        layer.slice_param.slice_point.append(operation.begin)
+        tops.append(ctx.unique(f"{name}/before"))
+        unused.append(tops[-1])
+    tops.append(name)
+    if operation.end < size:
+        layer.slice_param.slice_point.append(operation.end)
+        tops.append(ctx.unique(f"{name}/after"))
+        unused.append(tops[-1])
+    layer.top.extend(tops)
+    if unused:
+        ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+
+
+@keras_layer("GroupedConv2DTranspose")
+def grouped_deconv(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    (top, bottom), (left, right) = operation.cropping
+    if top != bottom or left != right:
+        raise ConversionError(f"'{name}': uneven cropping of a grouped transposed convolution")
+    layer = ctx.add("Deconvolution", name, [ctx.blob_nchw(value, name)])
+    from keraffe.convert.keras_to_caffe.conv import set_conv_param
+    from keraffe.layout import deconv_kernel_to_caffe
+
+    weight = deconv_kernel_to_caffe(_numpy(operation.kernel))
+    set_conv_param(layer.convolution_param, operation.filters, operation.kernel_size, operation.strides, (top, left),
+                   operation.dilation_rate, operation.groups, operation.use_bias)
+    ctx.weights[name] = [weight] + ([_numpy(operation.bias)] if operation.use_bias else [])
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+
+
+@keras_layer("L2Normalize")
+def l2_normalize(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("Normalize", name, [ctx.blob_nchw(value, name)])
+    p = layer.norm_param
+    p.across_spatial, p.channel_shared, p.eps = operation.across_spatial, operation.channel_shared, operation.eps
+    ctx.weights[name] = [_numpy(operation.scale).reshape(()) if operation.channel_shared else _numpy(operation.scale)]
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+
+
+@keras_layer("Interp")
+def interp(ctx, operation, node):
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    layer = ctx.add("Interp", name, [ctx.blob_nchw(value, name)])
+    p = layer.interp_param
+    p.height, p.width = operation.output_size
+    if operation.pad_beg:
+        p.pad_beg = operation.pad_beg
+    if operation.pad_end:
+        p.pad_end = operation.pad_end
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
