@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keraffe import keras_layers
+from keraffe.caffe.shapes.pooling import pool_geometry
 from keraffe.caffe.shapes.resize import interp_output
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.errors import ConversionError
@@ -19,6 +20,7 @@ def upsample(ctx, node):
     if len(node.inputs) == 2:
         in_hw = ctx.in_shape(node)[2:]
         scale = tuple(-(-o // i) for o, i in zip(out_hw, in_hw))
+        _check_unpooling_blocks(ctx, node, scale)
         layer = keras_layers.MaxUnpooling2D(scale, out_hw, name=name)
         ctx.emit(node, 0, layer([ctx.input_nhwc(node, 0), ctx.input_nhwc(node, 1)]), NHWC)
         return
@@ -26,6 +28,20 @@ def upsample(ctx, node):
         raise ConversionError(f"layer '{node.name}' (Upsample): only 4-axis (dims_num 4) upsampling converts")
     layer = keras.layers.UpSampling2D(size=param.scale, interpolation="nearest", name=name)
     ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
+
+
+def _check_unpooling_blocks(ctx, node, scale):
+    """MaxUnpooling2D puts each value in its own scale x scale block: the mask's pooling must tile so."""
+    producer = next((n for n in ctx.net.layers if node.inputs[1] in n.outputs), None)
+    if producer is None or producer.type != "Pooling":
+        return
+    g = pool_geometry(producer.param, ctx.net.shapes[producer.inputs[0]])
+    if any(k > s for k, s in zip(g.kernel, g.stride)) or any(g.pad_begin) or tuple(scale) != tuple(g.stride):
+        raise ConversionError(
+            f"layer '{node.name}' (Upsample) unpools the mask of '{producer.name}' (kernel {g.kernel}, stride "
+            f"{g.stride}, pad {g.pad_begin}) to a {scale[0]}x{scale[1]} scale; only masks of unpadded pooling "
+            "whose windows do not overlap and whose stride is the scale (as in SegNet) convert exactly"
+        )
 
 
 @caffe_layer("Interp")
