@@ -31,7 +31,8 @@ class Layout:
     #: Caffe blob is the (N, C*H*W) flattening of (N, C, H, W): the (C, H, W).
     flattened_from: tuple[int, int, int] | None = None
     #: SSD detections: Keras holds (batch, rows, 7) padded with -1 rows; Caffe
-    #: holds (1, 1, n, 7), the valid rows of every image one after another.
+    #: holds (1, 1, n, 7), the valid rows of every image one after another (or,
+    #: when no image has any, one [image, -1, ...] row per image).
     detections: bool = False
 
     @property
@@ -64,11 +65,12 @@ class Layout:
     def to_caffe(self, keras_array: np.ndarray) -> np.ndarray:
         """A Keras tensor's values in the Caffe blob's order."""
         if self.detections:
-            rows = []
-            for image, detections in enumerate(keras_array):
-                valid = detections[detections[:, 0] >= 0]
-                rows.append(valid if len(valid) else np.array([[image] + [-1.0] * 6], dtype=keras_array.dtype))
-            return np.concatenate(rows)[None, None]
+            valid = [detections[detections[:, 0] >= 0] for detections in keras_array]
+            if any(len(rows) for rows in valid):
+                return np.concatenate(valid)[None, None]
+            # Only when no image has a detection does Caffe write one [image, -1, ...] row per image.
+            empty = [[image] + [-1.0] * 6 for image in range(len(keras_array))]
+            return np.asarray(empty, dtype=keras_array.dtype).reshape(-1, 7)[None, None]
         if self.flattened_from is not None:
             n = keras_array.shape[0]
             c, h, w = self.flattened_from
