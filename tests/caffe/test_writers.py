@@ -87,7 +87,13 @@ def test_writes_do_not_depend_on_the_process(small, tmp_path):
     write_caffemodel(model, net.to_net_parameter(), weights)
     np.savez(tmp_path / "weights.npz", **{f"{k}__{i}": a for k, v in weights.items() for i, a in enumerate(v)})
     (tmp_path / "small.prototxt").write_text(SMALL_NET)
+    # The child imports keraffe.caffe without running keraffe/__init__.py, which
+    # loads Keras and TensorFlow (10+ s) and has no part in writing Caffe files.
     script = textwrap.dedent(f"""
+        import sys, types
+        package = types.ModuleType("keraffe")
+        package.__path__ = [{str(REPO / "src" / "keraffe")!r}]
+        sys.modules["keraffe"] = package
         import numpy as np
         from keraffe.caffe.net import load_net
         from keraffe.caffe.prototxt import Dialect, write_prototxt
