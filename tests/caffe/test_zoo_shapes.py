@@ -3,7 +3,8 @@
 The comparison: for every blob name, the shape of its last version in keraffe
 (in-place layers make versions ``blob#k``) equals the shape real Caffe holds in
 ``net.blobs`` for that name, since Caffe keeps one blob per name and in-place
-layers overwrite it. Caffe's extra blobs are the ``*_split_*`` copies it
+layers overwrite it; and every earlier version has that shape too, since it
+is the same Caffe blob. Caffe's extra blobs are the ``*_split_*`` copies it
 inserts where a blob feeds several layers; keraffe has none.
 
 Real Caffe gets the original file wherever brocolli can read it (it upgrades
@@ -143,7 +144,11 @@ def test_zoo_shapes_match_caffe(rel, tmp_path):
         given.write_text(format_prototxt(net.to_net_parameter(), Dialect.FORK))
     else:
         given = path
-    assert_shapes_equal(last_versions(net), pycaffe_blob_shapes(given))
+    last = last_versions(net)
+    assert_shapes_equal(last, pycaffe_blob_shapes(given))
+    # Caffe keeps one blob per name, so every version of a name has the shape Caffe reports.
+    differ = {str(t): (s, last[t.blob]) for t, s in net.shapes.items() if tuple(s) != last[t.blob]}
+    assert not differ, f"in-place versions whose shape differs from the blob's final shape: {differ}"
 
 
 def _rewritten_nets():
