@@ -30,6 +30,10 @@ def run(args) -> int:
 
     if bool(args.weights) != bool(args.weights_out):
         raise KeraffeError("give --weights and --weights-out together")
+    for output in (args.output, args.weights_out):
+        # Caught here: the atomic rename onto a folder fails only after all the work.
+        if output and Path(output).is_dir():
+            raise KeraffeError(f"{output} is a folder; give the path of the file to write")
     refuse_overwriting_input(args.output, args.prototxt, args.weights)
     if args.weights_out:
         refuse_overwriting_input(args.weights_out, args.prototxt, args.weights, args.output)
