@@ -314,6 +314,16 @@ def test_upgrade_into_missing_folder_leaves_nothing(tmp_path, capsys):
           "does not exist")
 
 
+def test_upgrade_to_a_folder_is_refused(tmp_path, capsys):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    fails(capsys, ["upgrade", zoo("legacy_v1_lenet/lenet_v1.prototxt"), "-o", folder], "is a folder")
+    fails(capsys, ["upgrade", zoo("legacy_v1_lenet/lenet_v1.prototxt"), "-o", tmp_path / "n.prototxt",
+                   "--weights", zoo(LENET_WEIGHTS), "--weights-out", folder], "is a folder")
+    assert list(folder.iterdir()) == []
+    no_outputs(tmp_path, "n.prototxt")
+
+
 def test_upgrade_keeps_an_existing_output_when_it_fails(tmp_path, capsys):
     out = write(tmp_path, "out.prototxt", "previous content\n")
     fails(capsys, ["upgrade", zoo("legacy_v1_lenet/lenet_v1.prototxt"), "-o", out,

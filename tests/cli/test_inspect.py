@@ -149,6 +149,15 @@ def test_weights_are_counted_from_the_file(capsys):
     assert with_weights == shapes_only
 
 
+def test_table_notes_what_loading_changed(capsys):
+    out = inspect(capsys, zoo("mtcnn/det1.prototxt"), "--weights", zoo("mtcnn/det1.caffemodel"))
+    assert "note: input fields replaced by an Input layer" in out
+    assert "note: the weights file calls its net '12Net'" in out
+    out = inspect(capsys, zoo("legacy_v1_cifar10_quick/cifar10_quick_v1.prototxt"),
+                  "--weights", zoo("cifar10_quick_trained/cifar10_quick_iter_5000.caffemodel"))
+    assert "note: V1 layers upgraded to V2" in out
+
+
 @pytest.mark.pycaffe
 @pytest.mark.parametrize("prototxt, caffemodel", [
     ("mtcnn/det3.prototxt", "mtcnn/det3.caffemodel"),
