@@ -362,15 +362,15 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
         def visit(name: str, group) -> None:
             if not isinstance(group, h5py.Group):
                 return
-            keys = list(group.keys())
-            if not keys or not all(k.isdigit() for k in keys):
+            # A layer's group holds its blobs as datasets "0", "1", ...; it may also hold
+            # the groups of layers named under it ("conv1" and "conv1/bn": Caffe makes
+            # conv1/bn a subgroup of conv1), which are visited on their own.
+            indices = sorted(int(k) for k, v in group.items() if k.isdigit() and isinstance(v, h5py.Dataset))
+            if not indices:
                 return
-            blobs = []
-            for key in sorted(keys, key=int):
-                dataset = group[key]
-                if not isinstance(dataset, h5py.Dataset):
-                    return
-                blobs.append(Blob(np.asarray(dataset, dtype=np.float32)))
+            if indices != list(range(len(indices))):
+                raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
+            blobs = [Blob(np.asarray(group[str(i)], dtype=np.float32)) for i in indices]
             layers[name] = LayerWeights(name, "", blobs)
             net.layer.add(name=name)
 
