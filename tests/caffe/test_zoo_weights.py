@@ -246,6 +246,100 @@ def test_hdf5_weights_run_in_caffe_after_rewrite_as_binary(tmp_path):
     assert same_bits(from_h5, out)
 
 
+NESTED_NAMES_NET = """
+name: "nested"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv0" type: "Convolution" bottom: "data" top: "conv0" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "conv0/bn" type: "BatchNorm" bottom: "conv0" top: "conv0" }
+layer { name: "conv0/scale" type: "Scale" bottom: "conv0" top: "conv0" scale_param { bias_term: true } }
+"""
+
+
+def _write_caffe_style_h5(path, weights: dict) -> None:
+    """HDF5 weights laid out as Caffe's Net::ToHDF5 does: layer 'a/b' is group 'b' inside group 'a'."""
+    import h5py
+
+    with h5py.File(path, "w") as handle:
+        data = handle.create_group("data")
+        handle.create_group("diff")
+        for name, arrays in weights.items():
+            group = data.require_group(name)
+            for i, array in enumerate(arrays):
+                group.create_dataset(str(i), data=array)
+
+
+@pytest.fixture
+def nested_names(tmp_path):
+    prototxt = tmp_path / "nested.prototxt"
+    prototxt.write_text(NESTED_NAMES_NET)
+    rng = np.random.default_rng(11)
+    weights = {
+        "conv0": [rng.standard_normal((4, 3, 3, 3)).astype(np.float32), rng.standard_normal(4).astype(np.float32)],
+        "conv0/bn": [rng.standard_normal(4).astype(np.float32), rng.uniform(1, 2, 4).astype(np.float32),
+                     np.ones(1, np.float32)],
+        "conv0/scale": [rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)],
+    }
+    h5 = tmp_path / "nested.caffemodel.h5"
+    _write_caffe_style_h5(h5, weights)
+    return prototxt, h5, weights
+
+
+def test_hdf5_layer_whose_name_prefixes_another(nested_names):
+    """'conv0' and 'conv0/bn' share a group in the file; both keep their blobs."""
+    prototxt, h5, weights = nested_names
+    read = read_weights(h5).arrays()
+    assert set(read) == set(weights)
+    for name, arrays in weights.items():
+        assert all(same_bits(a, b) for a, b in zip(read[name], arrays)), name
+    assert set(load_net(prototxt, h5).weight_arrays()) == set(weights)
+
+
+CAFFE_SAVES_BOTH = """
+import sys
+import caffe
+caffe.set_random_seed(5)
+net = caffe.Net(sys.argv[1], caffe.TEST)
+net.save(sys.argv[2])
+net.save_hdf5(sys.argv[3])
+"""
+
+
+@pytest.mark.pycaffe
+def test_hdf5_written_by_real_caffe_equals_its_binary_save(nested_names, tmp_path):
+    """Real Caffe saves one net both ways; keraffe reads the same numbers from both files.
+
+    Measured fact: brocolli cannot load this HDF5 file back (it counts the
+    'bn' and 'scale' subgroups of group 'conv0' as blobs of conv0: "Incompatible
+    number of blobs for layer conv0"); keraffe can.
+    """
+    import subprocess
+    import sys
+
+    from keraffe.verify.caffe_runtime import CaffeRuntimeError, find_pycaffe, pycaffe_params
+
+    prototxt = nested_names[0].read_text().replace(
+        "kernel_size: 3 }", 'kernel_size: 3 weight_filler { type: "gaussian" std: 1 } '
+        'bias_filler { type: "gaussian" std: 1 } }')
+    net_path = tmp_path / "filled.prototxt"
+    net_path.write_text(prototxt)
+    binary, h5 = tmp_path / "saved.caffemodel", tmp_path / "saved.caffemodel.h5"
+    env = dict(__import__("os").environ, PYTHONPATH=str(find_pycaffe()), GLOG_minloglevel="2")
+    subprocess.run([sys.executable, "-c", CAFFE_SAVES_BOTH, str(net_path), str(binary), str(h5)],
+                   env=env, check=True, capture_output=True, cwd=tmp_path)
+
+    from_binary, from_h5 = read_weights(binary).arrays(), read_weights(h5).arrays()
+    with_blobs = {name for name, arrays in from_binary.items() if arrays}
+    assert with_blobs == set(from_h5) == {"conv0", "conv0/bn", "conv0/scale"}
+    for name in with_blobs:
+        assert all(same_bits(a, b) for a, b in zip(from_binary[name], from_h5[name])), name
+    assert np.abs(from_h5["conv0"][0]).max() > 0  # the gaussian filler, not zeros
+
+    held = pycaffe_params(net_path, binary)
+    assert all(same_bits(a, b) for name in held for a, b in zip(held[name], from_h5[name]))
+    with pytest.raises(CaffeRuntimeError, match="Incompatible number of blobs for layer conv0"):
+        pycaffe_params(net_path, h5)
+
+
 # ------------------------------------------------------------------ blob encodings
 
 
