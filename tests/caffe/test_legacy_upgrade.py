@@ -234,3 +234,38 @@ def test_prediction_example_upgrade_keeps_its_data_layer_for_training(tmp_path, 
     net = load_net(out_path, input_shapes=(3, 3, 32, 32))
     assert [n.type for n in net.layers][0] == "Input"
     assert {t.blob: net.shapes[t] for t in net.outputs} == {"argmax": (3, 1, 5)}
+
+
+@pytest.mark.pycaffe
+def test_v0_caffemodel_upgrades_with_its_net(tmp_path, capsys):
+    """A V0 weights file (blobs inside the nested V0 layer, legacy 4-D dims), made by hand."""
+    from keraffe.verify.caffe_runtime import pycaffe_params
+
+    original = _zoo("legacy_v0_lenet/lenet_v0.prototxt")
+    v0 = read_prototxt(original)
+    net = load_net(original)
+    weights = _seeded_weights(net, seed=9)
+    for connection in v0.layers:
+        for array in weights.get(connection.layer.name, []):
+            blob = connection.layer.blobs.add()
+            dims = (1,) * (4 - array.ndim) + array.shape
+            blob.num, blob.channels, blob.height, blob.width = dims
+            blob.data.extend(array.ravel().tolist())
+    v0_weights = tmp_path / "lenet_v0.caffemodel"
+    v0_weights.write_bytes(v0.SerializeToString())
+
+    read = read_weights(v0_weights)
+    assert all(b.legacy for layer in read.layers.values() for b in layer.blobs)
+    bound = load_net(original, read).weight_arrays()
+    assert set(bound) == set(weights)
+    for name, arrays in weights.items():
+        assert all(_same_bits(a, b) for a, b in zip(bound[name], arrays)), name
+
+    new_net, new_weights = tmp_path / "new.prototxt", tmp_path / "new.caffemodel"
+    _upgrade(capsys, original, "-o", new_net, "--weights", v0_weights, "--weights-out", new_weights)
+    held_old = pycaffe_params(original, v0_weights)
+    held_new = pycaffe_params(new_net, new_weights)
+    assert set(held_old) == set(held_new) == set(weights)
+    for name, arrays in weights.items():
+        assert all(_same_bits(a, b) for a, b in zip(held_old[name], arrays)), name
+        assert all(_same_bits(a, b) for a, b in zip(held_new[name], arrays)), name
