@@ -33,6 +33,46 @@ def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TE
     return model
 
 
+def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caffe1", input_shape=None):
+    """Convert a Keras model into a Caffe prototxt and caffemodel that compute exactly the same thing.
+
+    ``target`` is "caffe1" (Caffe 1.0 layer types only, the default), "caffe"
+    (BVLC master) or "opencv" (OpenCV 4.x DNN). ``input_shape`` is Caffe's
+    (N, C, H, W) for models whose input size is open. The caffemodel goes next
+    to the prototxt unless given. Returns the CaffeExport (net, weights, tensor
+    map and the legalisation report of layers that did not map one to one).
+    """
+    from pathlib import Path
+
+    from keraffe.caffe.caffemodel import write_caffemodel
+    from keraffe.caffe.prototxt import write_prototxt
+    from keraffe.convert.keras_to_caffe import convert_model, with_input_shape
+    from keraffe.convert.keras_to_caffe.targets import get_target
+    from keraffe.files import refuse_overwriting_input
+    from keraffe.keras_io import load_keras_model
+
+    source = None
+    if isinstance(model_or_path, (str, os.PathLike)):
+        source = model_or_path
+        model = load_keras_model(model_or_path)
+    else:
+        model = model_or_path
+    batch = 1
+    if input_shape is not None:
+        model, batch = with_input_shape(model, input_shape)
+    prototxt = Path(prototxt)
+    caffemodel = Path(caffemodel) if caffemodel else prototxt.with_suffix(".caffemodel")
+    refuse_overwriting_input(prototxt, source)
+    refuse_overwriting_input(caffemodel, source, prototxt)
+    export = convert_model(model, target, batch_size=batch)
+    header = (f"Converted from Keras model '{model.name}' by keraffe for target '{target}' "
+              f"({get_target(target).description}).")
+    write_caffemodel(caffemodel, export.net, export.weights)
+    write_prototxt(prototxt, export.net, get_target(target).dialect, header)
+    export.prototxt, export.caffemodel = prototxt, caffemodel
+    return export
+
+
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
            input_shape=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
@@ -48,4 +88,4 @@ def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime=
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
 
 
-__all__ = ["KeraffeError", "caffe_to_keras", "verify"]
+__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "verify"]

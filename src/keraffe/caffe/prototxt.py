@@ -64,15 +64,17 @@ def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:
     return parse_prototxt(text, str(path))
 
 
-def format_prototxt(net: pb.NetParameter, dialect: Dialect = Dialect.BVLC) -> str:
-    """Print a net the way Caffe prints it, in the given dialect."""
+def format_prototxt(net: pb.NetParameter, dialect: Dialect = Dialect.BVLC, header: str = "") -> str:
+    """Print a net the way Caffe prints it, in the given dialect, after ``header`` as # comments."""
     message = pb.NetParameter()
     message.CopyFrom(net)
     for layer in message.layer:
         del layer.blobs[:]
         if layer.HasField("pooling_param"):
             _spell_rounding(layer.pooling_param, dialect)
-    return text_format.MessageToString(message, use_short_repeated_primitives=False)
+    text = text_format.MessageToString(message, use_short_repeated_primitives=False)
+    comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comments + text
 
 
 def _spell_rounding(param: pb.PoolingParameter, dialect: Dialect) -> None:
@@ -88,8 +90,9 @@ def _spell_rounding(param: pb.PoolingParameter, dialect: Dialect) -> None:
             param.ceil_mode = False
 
 
-def write_prototxt(path: str | os.PathLike, net: pb.NetParameter, dialect: Dialect = Dialect.BVLC) -> None:
+def write_prototxt(path: str | os.PathLike, net: pb.NetParameter, dialect: Dialect = Dialect.BVLC,
+                   header: str = "") -> None:
     """Write a net as prototxt text, atomically."""
-    text = format_prototxt(net, dialect)
+    text = format_prototxt(net, dialect, header)
     with atomic_output(path, "w") as handle:
         handle.write(text)

@@ -18,6 +18,7 @@ COMMANDS = {
     "inspect": "inspect_cmd",
     "upgrade": "upgrade_cmd",
     "caffe2keras": "caffe2keras_cmd",
+    "keras2caffe": "keras2caffe_cmd",
     "verify": "verify_cmd",
 }
 

@@ -89,7 +89,7 @@ def tensor_map_for(model, net):
         return recorded
     from keraffe.convert.caffe_to_keras import convert_net
 
-    layer_names = {layer.name for layer in model.layers}
+    layer_names = set(_operations_by_name(model))
     try:
         _, planned = convert_net(net)
     except KeraffeError:
@@ -115,9 +115,22 @@ def _keras_to_caffe_map():
     return tensor_map_from_model
 
 
-def _keras_tensor(model, entry):
-    layer = model.get_layer(entry.keras_layer)
-    node = layer._inbound_nodes[entry.keras_node]
+def _operations_by_name(model) -> dict:
+    """Every operation of a functional model by name, raw keras.ops calls and nested models' layers included."""
+    found = {}
+    for operation in getattr(model, "operations", model.layers):
+        found.setdefault(operation.name, operation)
+        if hasattr(operation, "operations") and operation is not model:
+            for name, inner in _operations_by_name(operation).items():
+                found.setdefault(name, inner)
+    return found
+
+
+def _keras_tensor(model, entry, operations=None):
+    operations = operations if operations is not None else _operations_by_name(model)
+    if entry.keras_layer not in operations:
+        raise KeraffeError(f"the Keras model has no layer '{entry.keras_layer}' (Caffe tensor {entry.caffe_tensor})")
+    node = operations[entry.keras_layer]._inbound_nodes[entry.keras_node]
     return node.output_tensors[entry.keras_output]
 
 
@@ -152,9 +165,11 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
         for node in net.layers:
             for tensor in node.outputs:
                 producers[tensor.blob] = node.name
-        layers = [producers[b] for b in blobs]
-        results = run_opencv(prototxt, caffemodel, inputs, layers, fusion=False)
-        return {blob: results[producers[blob]] for blob in blobs}
+        # OpenCV keeps net inputs outside its layer list: they are what we fed.
+        computed = [b for b in blobs if b not in inputs]
+        layers = list(dict.fromkeys(producers[b] for b in computed))
+        results = run_opencv(prototxt, caffemodel, inputs, layers, fusion=False) if layers else {}
+        return {blob: inputs[blob] if blob in inputs else results[producers[blob]] for blob in blobs}
 
 
 def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer: bool = False,
@@ -166,7 +181,7 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     """
     import keras
 
-    if not net.has_weights:
+    if not net.has_weights and any(n.shapes is not None and n.shapes.params for n in net.layers):
         raise KeraffeError(f"{net.source}: verify needs the Caffe net's weights (--weights)")
     tmap = tensor_map or tensor_map_for(model, net)
     inputs = dict(inputs) if inputs is not None else seeded_inputs(net)
@@ -192,7 +207,8 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
 
     blobs = [entries[name].caffe_blob for name in chosen]
     reference = run_reference(net, inputs, blobs, runtime)
-    feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name]) for name in chosen])
+    operations = _operations_by_name(model)
+    feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name], operations) for name in chosen])
     keras_inputs = [entries[name].layout.to_keras(inputs[name]) for name in tmap.inputs]
     values = feature_model.predict(keras_inputs, verbose=0)
     if not isinstance(values, (list, tuple)):

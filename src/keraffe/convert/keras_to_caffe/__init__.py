@@ -126,6 +126,7 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
     for tensor in model.inputs:
         _add_input(ctx, tensor)
     problems: list[str] = []
+    failed: set[int] = set()  # outputs of failed layers: their consumers are skipped, not reported again
     stack = []
     for event, operation, node in walk(model):
         if event == "enter":
@@ -140,10 +141,14 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
                 ctx.alias(outer, ctx.value(inner_output))
             stack.pop()
             continue
+        if any(id(t) in failed for t in node.input_tensors):
+            failed.update(id(t) for t in node.outputs)
+            continue
         try:
             HANDLERS.get(operation_kind(operation))(ctx, operation, node)
         except ConversionError as error:
             problems.append(f"  {operation.name} ({operation_kind(operation)}): {error}")
+            failed.update(id(t) for t in node.outputs)
     if problems:
         raise ConversionError(
             f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n" + "\n".join(problems)
@@ -169,6 +174,18 @@ def _add_input(ctx, tensor) -> None:
     layer.input_param.shape.add().dim.extend(shape)
     node = operation._inbound_nodes[0]
     ctx.emit(operation, node, 0, tensor, name, layout)
+
+
+def with_input_shape(model, input_shape):
+    """The model re-called on an input of Caffe shape (N, C, H, W) (or any rank); returns (model, N)."""
+    import keras
+
+    shape = tuple(int(d) for d in input_shape)
+    if len(model.inputs) != 1:
+        raise ConversionError("--input-shape applies to models with one input")
+    keras_shape = (shape[2], shape[3], shape[1]) if len(shape) == 4 else shape[1:]
+    inputs = keras.Input(shape=keras_shape, name=model.inputs[0].name.split(":")[0])
+    return keras.Model(inputs, model(inputs), name=model.name), shape[0]
 
 
 def tensor_map_from_model(model, net):

@@ -2,8 +2,8 @@
 
 Every keras.activations function that Caffe can compute exactly is built from
 the target's layer types: ReLU6 is one layer for OpenCV, Clip(0, 6) for BVLC
-master, and 6 - ReLU(6 - ReLU(x)) in Caffe 1.0 (exact to half an ulp of 6,
-whatever the magnitude of x). Functions Caffe cannot compute exactly (erf
+master, and ReLU(x) - ReLU(x - 6) in Caffe 1.0 (exact for x <= 6; above 6 the
+result is 6 up to the rounding of x - 6). Functions Caffe cannot compute exactly (erf
 GELU, ...) are refused, never approximated.
 """
 
@@ -73,6 +73,17 @@ class ActivationBuilder:
         layer.eltwise_param.operation = layer.eltwise_param.PROD
         return layer.top[0]
 
+    def clipped_relu(self, bottom, part, limit, final=False, slope=0.0):
+        """min(ReLU(x), limit): ReLU(x) - ReLU(x - limit), exact wherever x <= limit."""
+        positive = self._layer("ReLU", f"{part}_relu", [bottom])
+        if slope:
+            positive.relu_param.negative_slope = slope
+        excess = self.power(bottom, f"{part}_excess", shift=-limit)
+        excess = self.simple("ReLU", excess, f"{part}_excess_relu")
+        layer = self._layer("Eltwise", part, [positive.top[0], excess], final)
+        layer.eltwise_param.coeff.extend([1.0, -1.0])
+        return layer.top[0]
+
     def relu6(self, bottom, part, final=False):
         target = self.ctx.target
         if target.allows("ReLU6"):
@@ -81,10 +92,7 @@ class ActivationBuilder:
             layer = self._layer("Clip", part, [bottom], final)
             layer.clip_param.min, layer.clip_param.max = 0.0, 6.0
             return layer.top[0]
-        positive = self.simple("ReLU", bottom, f"{part}_relu")
-        gap = self.power(positive, f"{part}_gap", scale=-1.0, shift=6.0)
-        gap = self.simple("ReLU", gap, f"{part}_gap_relu")
-        return self.power(gap, part, final, scale=-1.0, shift=6.0)
+        return self.clipped_relu(bottom, part, 6.0, final)
 
     def hard_sigmoid(self, bottom, part, final=False):
         shifted = self.power(bottom, f"{part}_shift", shift=3.0)
@@ -202,18 +210,15 @@ def relu_layer(ctx, operation, node):
     bottom = value.blob
     if threshold != 0.0:
         bottom = builder.power(bottom, "shift", shift=-threshold)
-    final_relu = max_value is None and threshold == 0.0
-    layer = builder._layer("ReLU", "relu", [bottom], final=final_relu)
-    if slope:
-        layer.relu_param.negative_slope = slope
-    top = layer.top[0]
-    if threshold != 0.0:
-        top = builder.power(top, "unshift", final=max_value is None, shift=threshold)
     if max_value is not None:
-        limit = float(max_value)
-        gap = builder.power(top, "gap", scale=-1.0, shift=limit)
-        gap = builder.simple("ReLU", gap, "gap_relu")
-        top = builder.power(gap, "max", final=True, scale=-1.0, shift=limit)
+        top = builder.clipped_relu(bottom, "relu", float(max_value) - threshold, final=threshold == 0.0, slope=slope)
+    else:
+        layer = builder._layer("ReLU", "relu", [bottom], final=threshold == 0.0)
+        if slope:
+            layer.relu_param.negative_slope = slope
+        top = layer.top[0]
+    if threshold != 0.0:
+        top = builder.power(top, "unshift", final=True, shift=threshold)
     ctx.note(operation, builder.layers, "ReLU with threshold/max_value built from Caffe ReLU and Power")
     ctx.emit(operation, node, 0, out, top, value.layout, non_negative=slope == 0.0)
 

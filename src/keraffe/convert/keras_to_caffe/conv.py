@@ -93,8 +93,11 @@ def _numpy(variable):
 
 def _emit_conv(ctx, operation, node, *, weight, bias, group, strides, dilation, base_name=None):
     """One Caffe Convolution from the (padded) input, plus the layer's activation."""
+    from keraffe.convert.keras_to_caffe.pooling import absorb_crop
+
     value = ctx.value(node.input_tensors[0], allow_pending=True)
     name = base_name or ctx.layer_name(operation, node)
+    value = absorb_crop(ctx, value, name)
     bottom = ctx.blob_nchw(value, name)
     pads = explicit_padding(operation, value, name)
     weight, caffe_pad = padded_kernel(weight, pads, dilation, name)
@@ -146,7 +149,9 @@ def separable_conv2d(ctx, operation, node):
     channels = _numpy(operation.depthwise_kernel).shape[2]
     name = ctx.layer_name(operation, node)
     dw_name = ctx.unique(f"{name}/depthwise")
-    value = ctx.value(node.input_tensors[0], allow_pending=True)
+    from keraffe.convert.keras_to_caffe.pooling import absorb_crop
+
+    value = absorb_crop(ctx, ctx.value(node.input_tensors[0], allow_pending=True), name)
     bottom = ctx.blob_nchw(value, name)
     pads = explicit_padding(operation, value, name)
     depthwise, caffe_pad = padded_kernel(depthwise, pads, operation.dilation_rate, name)

@@ -97,80 +97,180 @@ def _pool_layer(ctx, name, bottom, top, method, kernel, stride, plans):
     return layer
 
 
+def _power(ctx, name, bottom, power=1.0, scale=1.0, shift=0.0):
+    layer = ctx.add("Power", ctx.unique(name), [bottom])
+    if power != 1.0:
+        layer.power_param.power = power
+    if scale != 1.0:
+        layer.power_param.scale = scale
+    if shift != 0.0:
+        layer.power_param.shift = shift
+    return layer.top[0]
+
+
+def _eltwise(ctx, name, bottoms, operation=None, coeff=None, top=None):
+    layer = ctx.add("Eltwise", ctx.unique(name), bottoms, [top] if top else None)
+    if operation == "prod":
+        layer.eltwise_param.operation = layer.eltwise_param.PROD
+    if coeff:
+        layer.eltwise_param.coeff.extend(coeff)
+    return layer.top[0]
+
+
+def _coverage(ctx, name, bottom, kernel, stride, plans):
+    """Caffe's AVE pooling of a ones tensor: real pixels / Caffe's divisor, per window."""
+    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    coverage = ctx.unique(f"{name}/coverage")
+    _pool_layer(ctx, coverage, ones, coverage, "ave", kernel, stride, plans)
+    return coverage
+
+
+def _max_with_zeros(ctx, name, bottom, pooled, value, kernel, stride, pads):
+    """MAX pooling over ZeroPadding2D: in windows that touch the zeros, max(m, 0) = m + ReLU(-m).
+
+    A depthwise convolution of a ones tensor with weights 1, placed on Keras'
+    windows, counts each window's real pixels exactly; windows short of kH*kW
+    touch padding. border = clip(2 * (kH*kW - count), 0, 1) is exactly 0 or 1.
+    """
+    import numpy as np
+
+    from keraffe.convert.keras_to_caffe.conv import padded_kernel, set_conv_param
+
+    channels = value.shape[1]
+    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    weight, caffe_pad = padded_kernel(np.ones((channels, 1) + kernel, np.float32), pads, (1, 1), name)
+    count = ctx.add("Convolution", ctx.unique(f"{name}/count"), [ones])
+    set_conv_param(count.convolution_param, channels, weight.shape[2:], stride, caffe_pad, (1, 1), channels, False)
+    ctx.weights[count.name] = [weight]
+    area = float(kernel[0] * kernel[1])
+    spread = _power(ctx, f"{name}/border_spread", count.top[0], scale=-2.0, shift=2.0 * area)
+    positive = ctx.add("ReLU", ctx.unique(f"{name}/border_relu"), [spread]).top[0]
+    excess = _power(ctx, f"{name}/border_excess", spread, shift=-1.0)
+    excess = ctx.add("ReLU", ctx.unique(f"{name}/border_excess_relu"), [excess]).top[0]
+    border = _eltwise(ctx, f"{name}/border", [positive, excess], coeff=[1.0, -1.0])
+    negative = _power(ctx, f"{name}/negate", pooled, scale=-1.0)
+    negative = ctx.add("ReLU", ctx.unique(f"{name}/negative_part"), [negative]).top[0]
+    lift = _eltwise(ctx, f"{name}/lift", [border, negative], "prod")
+    return _eltwise(ctx, f"{name}/with_zeros", [pooled, lift], top=name)
+
+
+def absorb_crop(ctx, value, name):
+    """Apply the negative part of pending padding (a crop, from Cropping2D after ZeroPadding2D) with Slice."""
+    pending = value.pending_padding
+    if not pending or all(p >= 0 for pair in pending for p in pair):
+        return value
+    blob = value.blob
+    unused = []
+    shape = list(value.shape)
+    for axis in range(2):
+        before, after = pending[axis]
+        cut_before, cut_after = max(0, -before), max(0, -after)
+        if not cut_before and not cut_after:
+            continue
+        size = shape[2 + axis]
+        layer = ctx.add("Slice", ctx.unique(f"{name}/precrop{axis + 2}"), [blob], [])
+        layer.slice_param.axis = axis + 2
+        tops = []
+        if cut_before:
+            layer.slice_param.slice_point.append(cut_before)
+            tops.append(ctx.unique(f"{name}/precrop{axis + 2}_start"))
+            unused.append(tops[-1])
+        blob = ctx.unique(f"{name}/precrop{axis + 2}_kept")
+        tops.append(blob)
+        if cut_after:
+            layer.slice_param.slice_point.append(size - cut_after)
+            tops.append(ctx.unique(f"{name}/precrop{axis + 2}_end"))
+            unused.append(tops[-1])
+        layer.top.extend(tops)
+        shape[2 + axis] = size - cut_before - cut_after
+    ctx.add("Silence", ctx.unique(f"{name}/precrop_discard"), unused, [])
+    kept = tuple((max(0, b), max(0, a)) for b, a in pending)
+    return dataclasses.replace(value, blob=blob, shape=tuple(shape), pending_padding=kept)
+
+
 def _pool2d(ctx, operation, node, method):
     value = ctx.value(node.input_tensors[0], allow_pending=True)
     name = ctx.layer_name(operation, node)
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError(f"'{name}': only channels_last pooling converts")
+    value = absorb_crop(ctx, value, name)
     bottom = ctx.blob_nchw(value, name)
     kernel = tuple(int(k) for k in operation.pool_size)
     stride = tuple(int(s) for s in operation.strides)
-    pending = getattr(value, "pending_padding", None)
+    pending = value.pending_padding if value.pending_padding and any(map(any, value.pending_padding)) else None
     out_hw = ctx.caffe_shape(node.outputs[0], NHWC)[2:]
-    excludes_padding = operation.padding == "same"
+    if pending and operation.padding == "same":
+        raise ConversionError(f"'{name}': ZeroPadding2D before 'same' pooling has no exact Caffe form")
     pads = []
     for axis in range(2):
-        size = value.shape[2 + axis]
         if operation.padding == "same":
             from keraffe.convert.keras_to_caffe.conv import same_padding
 
-            before, after = same_padding(size, kernel[axis], stride[axis])
+            pads.append(same_padding(value.shape[2 + axis], kernel[axis], stride[axis]))
         else:
-            before, after = 0, 0
-        if pending:
-            before, after = before + pending[axis][0], after + pending[axis][1]
-        pads.append((before, after))
-    if pending:
-        if operation.padding == "same":
-            raise ConversionError(f"'{name}': ZeroPadding2D before 'same' pooling has no exact Caffe form")
-        if method == "max" and not value.non_negative:
-            raise ConversionError(
-                f"'{name}': MAX pooling over ZeroPadding2D lets the zeros win over negative values, and Caffe's "
-                "padding never wins; exact only when the input is non-negative (after ReLU), which keraffe cannot "
-                "show here"
-            )
-        excludes_padding = False
+            pads.append(pending[axis] if pending else (0, 0))
+    # Keras 'same' pooling ignores its padding (AVE divides by real pixels); ZeroPadding2D's zeros count.
+    excludes_padding = operation.padding == "same"
+    zeros_count = bool(pending)
     can_floor = ctx.target.floor_pooling
     plans = []
     for axis in range(2):
-        size = value.shape[2 + axis]
-        need_divisor = method == "ave" and not excludes_padding and any(pads[axis])
-        plan = plan_axis(size, kernel[axis], stride[axis], pads[axis][0], out_hw[axis], can_floor,
+        need_divisor = method == "ave" and zeros_count
+        plan = plan_axis(value.shape[2 + axis], kernel[axis], stride[axis], pads[axis][0], out_hw[axis], can_floor,
                          kernel[axis] if need_divisor else None)
+        if plan is None and method == "ave" and zeros_count:
+            _average_as_convolution(ctx, operation, node, value, bottom, name, kernel, stride, pads)
+            return
         if plan is None:
             raise ConversionError(f"'{name}': no Caffe pooling window layout matches Keras' on axis {axis}")
         plans.append(plan)
-    caffe_types_before = len(ctx.net.layer)
-    final_top = name
+    start = len(ctx.net.layer)
     sliced = any(p.skip_start or p.skip_end for p in plans)
     ave_fix = method == "ave" and excludes_padding and any(p.pad for p in plans)
-    pool_top = ctx.unique(f"{name}/caffe") if (sliced or ave_fix) else final_top
+    max_fix = method == "max" and zeros_count and not value.non_negative
+    final = name if not max_fix else ctx.unique(f"{name}/without_zeros")
+    exact_top = final if not sliced else ctx.unique(f"{name}/exact")
+    pool_top = exact_top if not ave_fix else ctx.unique(f"{name}/caffe")
     _pool_layer(ctx, name, bottom, pool_top, method, kernel, stride, plans)
-    current = pool_top
     if ave_fix:
-        ones = ctx.add("Power", ctx.unique(f"{name}/ones"), [bottom])
-        ones.power_param.scale = 0.0
-        ones.power_param.shift = 1.0
-        coverage_top = ctx.unique(f"{name}/coverage")
-        _pool_layer(ctx, coverage_top, ones.top[0], coverage_top, "ave", kernel, stride, plans)
-        inverse = ctx.add("Power", ctx.unique(f"{name}/inverse_coverage"), [coverage_top])
-        inverse.power_param.power = -1.0
-        product_top = final_top if not sliced else ctx.unique(f"{name}/exact")
-        product = ctx.add("Eltwise", ctx.unique(f"{name}/divide"), [pool_top, inverse.top[0]], [product_top])
-        product.eltwise_param.operation = product.eltwise_param.PROD
-        current = product_top
+        coverage = _coverage(ctx, name, bottom, kernel, stride, plans)
+        inverse = _power(ctx, f"{name}/inverse_coverage", coverage, power=-1.0)
+        _eltwise(ctx, f"{name}/divide", [pool_top, inverse], "prod", top=exact_top)
+    current = exact_top
     if sliced:
         unused: list[str] = []
         axes = [axis for axis in range(2) if plans[axis].skip_start or plans[axis].skip_end]
         for n, axis in enumerate(axes):
             size = plans[axis].skip_start + out_hw[axis] + plans[axis].skip_end
-            kept = final_top if n == len(axes) - 1 else ctx.unique(f"{name}/crop{axis + 2}_kept")
+            kept = final if n == len(axes) - 1 else ctx.unique(f"{name}/crop{axis + 2}_kept")
             current = _slice_axis(ctx, name, current, axis + 2, plans[axis], size, unused, kept)
         ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
-    types = ctx.caffe_types(caffe_types_before)
+    if max_fix:
+        current = _max_with_zeros(ctx, name, bottom, current, value, kernel, stride, pads)
+    types = ctx.caffe_types(start)
     if len(types) > 1:
         ctx.note(operation, types, "Keras' pooling windows placed exactly in Caffe's")
     ctx.emit(operation, node, 0, node.outputs[0], current, NHWC, non_negative=value.non_negative)
+
+
+def _average_as_convolution(ctx, operation, node, value, bottom, name, kernel, stride, pads):
+    """AVE pooling over ZeroPadding2D as a depthwise convolution with weights 1/(kH*kW).
+
+    Caffe's pooling pad must stay below the kernel size; a convolution's may
+    not, and zero rows in the kernel place its windows exactly as Keras'.
+    """
+    import numpy as np
+
+    from keraffe.convert.keras_to_caffe.conv import padded_kernel, set_conv_param
+
+    channels = value.shape[1]
+    weight = np.full((channels, 1) + kernel, 1.0 / (kernel[0] * kernel[1]), np.float32)
+    weight, caffe_pad = padded_kernel(weight, pads, (1, 1), name)
+    layer = ctx.add("Convolution", name, [bottom])
+    set_conv_param(layer.convolution_param, channels, weight.shape[2:], stride, caffe_pad, (1, 1), channels, False)
+    ctx.weights[name] = [weight]
+    ctx.note(operation, ["Convolution"], "average over zero padding as a depthwise convolution of 1/(kH*kW)")
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC, non_negative=value.non_negative)
 
 
 @keras_layer("MaxPooling2D")

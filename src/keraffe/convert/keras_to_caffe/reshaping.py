@@ -37,8 +37,15 @@ def zero_padding2d(ctx, operation, node):
 
 @keras_layer("Cropping2D")
 def cropping2d(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
+    value = ctx.value(node.input_tensors[0], allow_pending=True)
     name = ctx.layer_name(operation, node)
+    if value.pending_padding:
+        # Cropping padding not yet applied: it cancels padding (negative padding crops later).
+        crops = _pairs(operation.cropping)
+        net = tuple((p[0] - c[0], p[1] - c[1]) for p, c in zip(value.pending_padding, crops))
+        ctx.alias(node.outputs[0], CaffeValue(value.blob, value.layout, value.shape, value.non_negative, net))
+        ctx.note(operation, [], "no Caffe layer: cancels pending ZeroPadding2D")
+        return
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError("only channels_last Cropping2D converts")
     blob = ctx.blob_nchw(value, name)

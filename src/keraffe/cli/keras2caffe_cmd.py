@@ -1,0 +1,39 @@
+"""Convert a Keras 3 model (.keras, or .h5) into a Caffe prototxt and caffemodel.
+
+Rank-4 tensors become NCHW blobs and weights are permuted once, here. Layers
+keep their Keras names. The default target, caffe1, uses only Caffe 1.0 layer
+types, so the result loads in any Caffe and in vendor NPU toolchains; layers
+with no Caffe 1.0 equivalent are built exactly from Caffe 1.0 layers, and the
+report says how. Anything Caffe cannot compute exactly is refused, never
+approximated.
+"""
+
+from __future__ import annotations
+
+from keraffe.cli.options import add_input_shape_option, input_shapes_from
+
+HELP = "convert a Keras 3 model to a Caffe net"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="the .keras or .h5 model")
+    parser.add_argument("-o", "--output", required=True, help="the prototxt to write")
+    parser.add_argument("--weights-out", help="the caffemodel to write (default: next to the prototxt)")
+    parser.add_argument("--target", choices=["caffe1", "caffe", "opencv"], default="caffe1",
+                        help="caffe1: Caffe 1.0 layers only (default); caffe: BVLC master; opencv: OpenCV 4.x DNN")
+    add_input_shape_option(parser)
+
+
+def run(args) -> int:
+    import keraffe
+
+    export = keraffe.keras_to_caffe(args.model, args.output, args.weights_out, target=args.target,
+                                    input_shape=input_shapes_from(args))
+    print(f"{args.model} -> {export.prototxt}, {export.caffemodel} (target {export.target}): "
+          f"{len(export.net.layer)} Caffe layers")
+    if export.report:
+        print("layers that did not map one to one:")
+        for item in export.report:
+            made = ", ".join(item.caffe_layers) or "no layer"
+            print(f"  {item.keras_layer} ({item.keras_class}) -> {made}: {item.note}")
+    return 0
