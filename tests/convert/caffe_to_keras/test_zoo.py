@@ -65,13 +65,13 @@ TRAINED = {
 #: Input shapes for train/val nets (their data layers know them only at training time),
 #: and smaller inputs for fully convolutional nets whose declared size makes the suite slow.
 INPUT_SHAPES = {
-    "bayesian_segnet/bayesian_segnet_inference.prototxt": (1, 3, 96, 128),
+    "bayesian_segnet/bayesian_segnet_inference.prototxt": (1, 3, 360, 480),
     "bvlc_hdf5_classification/nonlinear_train_val.prototxt": (2, 4),
     "bvlc_lenet/lenet_train_test.prototxt": (2, 1, 28, 28),
     "bvlc_mnist_autoencoder/mnist_autoencoder.prototxt": (2, 1, 28, 28),
     "cifar10_quick_trained/prediction_example.prototxt": (1, 3, 32, 32),
     "fcn_alexnet_voc/val.prototxt": (1, 3, 96, 96),
-    "segnet_basic_camvid/segnet_basic_inference.prototxt": (1, 3, 96, 128),
+    "segnet_basic_camvid/segnet_basic_inference.prototxt": (1, 3, 360, 480),
     "srresnet_srgan/srres_sb_deploy.prototxt": (1, 3, 32, 32),
     "rednet_denoiser/REDNet_ch3.prototxt": (1, 3, 64, 64),
     "vdsr/VDSR_net_deploy.prototxt": (1, 1, 64, 64),
