@@ -34,8 +34,9 @@ def explicit_padding(operation, value, hint: str) -> list[tuple[int, int]]:
     for axis in range(2):
         before, after = pending[axis]
         if operation.padding == "same":
-            b, a = same_padding(value.shape[2 + axis], operation.kernel_size[axis], operation.strides[axis],
-                                operation.dilation_rate[axis])
+            # 'same' pads the tensor the layer sees: the blob with the pending zero padding around it.
+            b, a = same_padding(value.shape[2 + axis] + before + after, operation.kernel_size[axis],
+                                operation.strides[axis], operation.dilation_rate[axis])
             before, after = before + b, after + a
         elif operation.padding != "valid":
             raise ConversionError(f"'{hint}': padding {operation.padding!r} is not supported")
