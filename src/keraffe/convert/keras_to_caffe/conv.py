@@ -4,7 +4,8 @@ Caffe pads symmetrically; TensorFlow's 'same' puts the odd pixel at the end,
 and ZeroPadding2D may pad unevenly. Both convert exactly: the Caffe kernel is
 enlarged with zero rows on the short side (a zero weight adds an exact zero),
 so every window starts and ends where Keras' does. Dilated kernels cannot be
-shifted by one pixel that way, so uneven padding with dilation is refused.
+shifted by one pixel that way, so with uneven padding a dilated kernel is
+written out undilated (its gaps as zero taps) first.
 """
 
 from __future__ import annotations
@@ -61,6 +62,22 @@ def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.nda
     return weight, tuple(caffe_pads)
 
 
+def undilate_for_uneven_padding(weight: np.ndarray, pads, dilation) -> tuple[np.ndarray, tuple[int, int]]:
+    """A dilated kernel written out with its zeros (dilation 1) when the padding is uneven, else unchanged.
+
+    Zero rows shift a dilated kernel by whole dilation steps only; written out
+    undilated, a zero row shifts it by one pixel, and the extra zero taps add
+    exact zeros.
+    """
+    if all(before == after for before, after in pads) or all(d == 1 for d in dilation):
+        return weight, tuple(dilation)
+    dh, dw = (int(d) for d in dilation)
+    kh, kw = weight.shape[2:]
+    spread = np.zeros(weight.shape[:2] + ((kh - 1) * dh + 1, (kw - 1) * dw + 1), weight.dtype)
+    spread[:, :, ::dh, ::dw] = weight
+    return spread, (1, 1)
+
+
 def set_conv_param(param, num_output, kernel_hw, stride, pad, dilation, group, bias_term) -> None:
     param.num_output = int(num_output)
     if kernel_hw[0] == kernel_hw[1]:
@@ -101,6 +118,7 @@ def _emit_conv(ctx, operation, node, *, weight, bias, group, strides, dilation, 
     value = absorb_crop(ctx, value, name)
     bottom = ctx.blob_nchw(value, name)
     pads = explicit_padding(operation, value, name)
+    weight, dilation = undilate_for_uneven_padding(weight, pads, dilation)
     weight, caffe_pad = padded_kernel(weight, pads, dilation, name)
     act = activation_name(getattr(operation, "activation", None))
     top = name if act == "linear" else f"{name}/linear"
@@ -155,10 +173,11 @@ def separable_conv2d(ctx, operation, node):
     value = absorb_crop(ctx, ctx.value(node.input_tensors[0], allow_pending=True), name)
     bottom = ctx.blob_nchw(value, name)
     pads = explicit_padding(operation, value, name)
-    depthwise, caffe_pad = padded_kernel(depthwise, pads, operation.dilation_rate, name)
+    depthwise, dilation = undilate_for_uneven_padding(depthwise, pads, operation.dilation_rate)
+    depthwise, caffe_pad = padded_kernel(depthwise, pads, dilation, name)
     layer = ctx.add("Convolution", dw_name, [bottom], [dw_name])
     set_conv_param(layer.convolution_param, depthwise.shape[0], depthwise.shape[2:], operation.strides, caffe_pad,
-                   operation.dilation_rate, channels, False)
+                   dilation, channels, False)
     ctx.weights[dw_name] = [depthwise]
     pointwise = conv_kernel_to_caffe(_numpy(operation.pointwise_kernel))
     act = activation_name(operation.activation)
