@@ -193,9 +193,11 @@ def separable_conv2d(ctx, operation, node):
 def conv2d_transpose(ctx, operation, node):
     """Caffe's Deconvolution computes the full transposed convolution and crops ``pad`` from both ends.
 
-    Keras crops (before, after) by its own rules; when after = before + 1, a
-    zero row at the start of the kernel shifts the full output by one, so a
-    symmetric crop of ``after`` lands exactly.
+    Keras crops (before, after) by its own rules; when after > before, zero
+    rows at the start of the kernel shift the full output, so a symmetric crop
+    of ``after`` lands exactly; when before > after (output_padding, which can
+    make ``after`` negative), zero rows at the kernel's end lengthen the full
+    output instead.
     """
     value = ctx.value(node.input_tensors[0], allow_pending=True)
     name = ctx.layer_name(operation, node)
@@ -216,20 +218,19 @@ def conv2d_transpose(ctx, operation, node):
     widen = []
     caffe_pad = []
     for axis, (before, after) in enumerate(crops):
-        if after < 0:
-            raise ConversionError(f"'{name}': output larger than the full transposed convolution needs zero padding "
-                                  "Caffe's Deconvolution cannot add")
         if before == after:
             widen.append((0, 0))
             caffe_pad.append(before)
-        elif after == before + 1 and operation.dilation_rate[axis] == 1:
-            widen.append((1, 0))
-            caffe_pad.append(after)
+        elif operation.dilation_rate[axis] == 1:
+            # Zero rows at the kernel's start shift the full output later (a longer crop before); zero rows at
+            # its end lengthen it (output_padding with 'valid': rows that get only the bias, after < 0).
+            widen.append((max(after - before, 0), max(before - after, 0)))
+            caffe_pad.append(max(before, after))
         else:
             raise ConversionError(f"'{name}': transposed-convolution crop ({before}, {after}) has no exact Caffe form")
     if any(w for pair in widen for w in pair):
         weight = np.pad(weight, [(0, 0), (0, 0), widen[0], widen[1]])
-        ctx.note(operation, ["Deconvolution"], "uneven crop made symmetric with a zero row added to the kernel")
+        ctx.note(operation, ["Deconvolution"], "uneven crop made symmetric with zero rows added to the kernel")
     act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"
     layer = ctx.add("Deconvolution", name, [bottom], [top])
