@@ -10,7 +10,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keraffe import keras_layers  # noqa: E402,F401  (registers keraffe's layers)
+# Registering keraffe's layers needs Keras (and TensorFlow): seconds of start-up. The
+# `keraffe` command sets KERAFFE_LAZY_KERAS=1 so that Caffe-only commands skip it;
+# its Keras commands import keraffe.keras_layers themselves.
+if os.environ.get("KERAFFE_LAZY_KERAS") != "1":
+    from keraffe import keras_layers  # noqa: E402,F401  (registers keraffe's layers)
 from keraffe.errors import KeraffeError  # noqa: E402
 
 __version__ = "0.1.0"

@@ -24,7 +24,12 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise KeraffeError(f"cannot write {target}: folder {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    if target.is_dir():
+        raise KeraffeError(f"cannot write {target}: it is a folder")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise KeraffeError(f"cannot write in {directory}: {error.strerror}") from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle
@@ -32,6 +37,10 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, target)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise KeraffeError(f"cannot write {target}: {error.strerror or error}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

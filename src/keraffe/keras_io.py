@@ -18,7 +18,7 @@ def load_keras_model(path: str | os.PathLike):
     """
     import keras
 
-    import keraffe  # noqa: F401  (registers keraffe's layers for deserialisation)
+    import keraffe.keras_layers  # noqa: F401  (registers keraffe's layers for deserialisation)
 
     path = Path(path)
     if not path.is_file():

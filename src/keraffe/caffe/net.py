@@ -130,6 +130,8 @@ def load_net(
     """
     source = str(prototxt)
     raw = read_prototxt(prototxt)
+    if not len(raw.layer) and not len(raw.layers) and not len(raw.input):
+        raise CaffeFormatError(f"{source}: the net has no layers (is the file empty?)")
     upgraded, notes = upgrade_net(raw, source)
     net = filter_phase(upgraded, phase, stages, level)
     kept = {layer.name for layer in net.layer}

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from keraffe.errors import KeraffeError
 
+    if _needs_keras(args):
+        _start_tensorflow_quietly()
     try:
         return int(args.run(args) or 0)
     except KeraffeError as error:
@@ -60,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: Commands that run Keras (the others only read and write Caffe files).
+KERAS_COMMANDS = {"caffe2keras", "keras2caffe", "verify", "prune"}
+
+
+def _needs_keras(args) -> bool:
+    if args.command in KERAS_COMMANDS:
+        return True
+    model = str(getattr(args, "model", ""))
+    return args.command == "inspect" and model.lower().endswith((".keras", ".h5", ".hdf5"))
+
+
 def _start_tensorflow_quietly() -> None:
     """Import TensorFlow and set up its devices with native stderr closed.
 
@@ -68,6 +81,7 @@ def _start_tensorflow_quietly() -> None:
     about the user's command. Python-level errors still surface normally.
     """
     if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "--debug" in sys.argv:
+        import keraffe.keras_layers  # noqa: F401
         return
     saved = os.dup(2)
     try:
@@ -79,6 +93,7 @@ def _start_tensorflow_quietly() -> None:
                 tf.config.list_physical_devices()
             except ImportError:
                 pass
+            import keraffe.keras_layers  # noqa: F401  (registers keraffe's layers)
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -86,7 +101,6 @@ def _start_tensorflow_quietly() -> None:
 
 def entry_point() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    _start_tensorflow_quietly()
     sys.exit(main())
 
 
