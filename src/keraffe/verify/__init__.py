@@ -163,13 +163,14 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
 
         producers = {}
         for node in net.layers:
-            for tensor in node.outputs:
-                producers[tensor.blob] = node.name
+            for index, tensor in enumerate(node.outputs):
+                producers[tensor.blob] = (node.name, index)
         # OpenCV keeps net inputs outside its layer list: they are what we fed.
         computed = [b for b in blobs if b not in inputs]
-        layers = list(dict.fromkeys(producers[b] for b in computed))
+        layers = list(dict.fromkeys(producers[b][0] for b in computed))
         results = run_opencv(prototxt, caffemodel, inputs, layers, fusion=False) if layers else {}
-        return {blob: inputs[blob] if blob in inputs else results[producers[blob]] for blob in blobs}
+        return {blob: inputs[blob] if blob in inputs else results[producers[blob][0]][producers[blob][1]]
+                for blob in blobs}
 
 
 def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer: bool = False,

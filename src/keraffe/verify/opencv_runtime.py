@@ -34,8 +34,8 @@ def run_opencv(
     inputs: Mapping[str, np.ndarray],
     layers: Sequence[str],
     fusion: bool = True,
-) -> dict[str, np.ndarray]:
-    """Forward through OpenCV DNN and return the first output of each named layer."""
+) -> dict[str, list[np.ndarray]]:
+    """Forward through OpenCV DNN and return every output of each named layer, in top order."""
     import cv2
 
     if not opencv_available():
@@ -50,11 +50,11 @@ def run_opencv(
         net.enableFusion(fusion)
         for name, value in inputs.items():
             net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
-        results = net.forward(list(layers))
+        results = net.forwardAndRetrieve(list(layers))
     except cv2.error as error:
         message = str(error).strip().splitlines()
         raise OpenCVRuntimeError(f"OpenCV DNN failed: {message[-1] if message else error}") from None
-    return {name: np.asarray(value, dtype=np.float32) for name, value in zip(layers, results)}
+    return {name: [np.asarray(v, dtype=np.float32) for v in values] for name, values in zip(layers, results)}
 
 
 def time_opencv(
