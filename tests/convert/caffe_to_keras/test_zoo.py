@@ -77,6 +77,12 @@ INPUT_SHAPES = {
     "vdsr/VDSR_net_deploy.prototxt": (1, 1, 64, 64),
     "unet/deploy.prototxt": (1, 1, 188, 188),
     "hed/deploy.prototxt": (1, 3, 128, 128),
+    # OpenPose declares a 1x1 image "defined at runtime".
+    "openpose_coco/pose_deploy_linevec.prototxt": (1, 3, 64, 64),
+    "openpose_face/pose_deploy.prototxt": (1, 3, 64, 64),
+    "openpose_hand/pose_deploy.prototxt": (1, 3, 64, 64),
+    "openpose_mpi/pose_deploy_linevec.prototxt": (1, 3, 64, 64),
+    "openpose_mpi/pose_deploy_linevec_faster_4_stages.prototxt": (1, 3, 64, 64),
 }
 STAGES = {"bvlc_mnist_autoencoder/mnist_autoencoder.prototxt": ["test-on-test"]}
 
