@@ -194,6 +194,12 @@ def activation(ctx, operation, node):
 
 @keras_layer("ReLU")
 def relu_layer(ctx, operation, node):
+    """Keras' ReLU: x where x > threshold (else 0), clipped to max_value, minus slope * ReLU(threshold - x).
+
+    With a threshold the kept values jump from 0 to the threshold, which no
+    sum of ReLUs gives: Caffe's Threshold layer makes the 0/1 mask (x > t, as
+    Keras compares) and an Eltwise product applies it.
+    """
     value = ctx.value(node.input_tensors[0])
     base = ctx.layer_name(operation, node)
     max_value = operation.max_value
@@ -207,19 +213,26 @@ def relu_layer(ctx, operation, node):
         emit_activation(ctx, operation, node, out, base, value, "relu6")
         return
     builder = ActivationBuilder(ctx, base, value.blob, base, final_name=base)
-    bottom = value.blob
-    if threshold != 0.0:
-        bottom = builder.power(bottom, "shift", shift=-threshold)
-    if max_value is not None:
-        top = builder.clipped_relu(bottom, "relu", float(max_value) - threshold, final=threshold == 0.0, slope=slope)
-    else:
-        layer = builder._layer("ReLU", "relu", [bottom], final=threshold == 0.0)
-        if slope:
+    if threshold == 0.0:
+        if max_value is not None:
+            top = builder.clipped_relu(value.blob, "relu", float(max_value), final=True, slope=slope)
+        else:
+            layer = builder._layer("ReLU", "relu", [value.blob], final=True)
             layer.relu_param.negative_slope = slope
-        top = layer.top[0]
-    if threshold != 0.0:
-        top = builder.power(top, "unshift", final=True, shift=threshold)
-    ctx.note(operation, builder.layers, "ReLU with threshold/max_value built from Caffe ReLU and Power")
+            top = layer.top[0]
+    else:
+        mask = builder._layer("Threshold", "above", [value.blob])
+        mask.threshold_param.threshold = threshold
+        top = builder.product(value.blob, mask.top[0], "kept", final=max_value is None and slope == 0.0)
+        if max_value is not None:
+            top = builder.clipped_relu(top, "clip", float(max_value), final=slope == 0.0)
+        if slope:
+            below = builder.power(value.blob, "below", scale=-1.0, shift=threshold)
+            below = builder.simple("ReLU", below, "below_relu")
+            leak = builder._layer("Eltwise", "leak", [top, below], final=True)
+            leak.eltwise_param.coeff.extend([1.0, -slope])
+            top = leak.top[0]
+    ctx.note(operation, builder.layers, "ReLU with threshold/max_value/negative_slope built from Caffe 1.0 layers")
     ctx.emit(operation, node, 0, out, top, value.layout, non_negative=slope == 0.0)
 
 
