@@ -268,21 +268,41 @@ def softmax(ctx, operation, node):
 
 @keras_layer("PReLU")
 def prelu(ctx, operation, node):
+    """Caffe's PReLU per channel or shared; any other sharing as a PReLU per element of the flattened blob.
+
+    Keras' default PReLU has one alpha per element. Reshaped to (N, C*H*W),
+    each element is its own Caffe channel, so a per-channel PReLU with the
+    alphas in Caffe's order computes it exactly; a second Reshape restores the
+    blob's shape.
+    """
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    alpha = np.asarray(operation.alpha.numpy() if hasattr(operation.alpha, "numpy") else operation.alpha)
+    alpha = np.asarray(operation.alpha.numpy() if hasattr(operation.alpha, "numpy") else operation.alpha,
+                       dtype=np.float32)
     rank = len(value.shape)
     keras_channel = rank - 1
     shared = set(operation.shared_axes or [])
-    layer = ctx.add("PReLU", name, [value.blob])
     if shared >= set(range(1, rank)):
+        layer = ctx.add("PReLU", name, [value.blob])
         layer.prelu_param.channel_shared = True
-        weights = [np.asarray(alpha).reshape(())]
+        ctx.weights[name] = [alpha.reshape(())]
     elif shared == set(range(1, rank)) - {keras_channel} and value.layout.perm[keras_channel] == 1:
-        weights = [np.asarray(alpha).reshape(-1)]
+        ctx.add("PReLU", name, [value.blob])
+        ctx.weights[name] = [alpha.reshape(-1)]
     else:
-        raise ConversionError(
-            f"PReLU with shared_axes {sorted(shared)} has no Caffe form: Caffe's PReLU is per channel or shared"
-        )
-    ctx.weights[name] = weights
+        keras_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
+        per_element = value.layout.to_caffe(np.broadcast_to(alpha, keras_shape)[None])[0]
+        bottom = value.blob
+        if rank > 2:
+            flat = ctx.add("Reshape", ctx.unique(f"{name}/flat"), [value.blob])
+            flat.reshape_param.shape.dim.extend([0, -1])
+            bottom = flat.top[0]
+        top = name if rank == 2 else ctx.unique(f"{name}/per_element")
+        ctx.add("PReLU", top, [bottom])
+        ctx.weights[top] = [np.ascontiguousarray(per_element.reshape(-1))]
+        if rank > 2:
+            back = ctx.add("Reshape", name, [top])
+            back.reshape_param.shape.dim.extend((0,) + tuple(value.shape[1:]))
+            ctx.note(operation, ["Reshape", "PReLU", "Reshape"],
+                     f"PReLU with shared_axes {sorted(shared)}: one Caffe channel per element")
     ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
