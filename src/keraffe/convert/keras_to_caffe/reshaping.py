@@ -110,26 +110,62 @@ def upsampling2d(ctx, operation, node):
     raise ConversionError(f"UpSampling2D interpolation '{operation.interpolation}' has no exact Caffe form")
 
 
-def bilinear_taps(size: int, scale: int) -> list[tuple[int, int, float]]:
-    """Keras/TensorFlow half-pixel bilinear resize: (low, high, weight of high) per output position."""
-    taps = []
-    for out in range(size * scale):
-        source = (out + 0.5) / scale - 0.5
-        source = max(source, 0.0)
-        low = int(np.floor(source))
-        high = min(low + 1, size - 1)
-        taps.append((low, high, source - low))
-    return taps
+def bilinear_kernel(scale: int) -> np.ndarray:
+    """Weights of Keras' half-pixel bilinear upsampling by ``scale``, as a length-3*scale deconvolution kernel.
+
+    Output s*i + r reads source position i + f_r, f_r = (r + 0.5) / s - 0.5,
+    i.e. x[i-1], x[i] and x[i+1] with weights (-f_r, 1 - |f_r|, f_r) (the
+    negative ones zero). A stride-s deconvolution places input i + j at kernel
+    index r + s * (1 - j).
+    """
+    kernel = np.zeros(3 * scale, np.float64)
+    for r in range(scale):
+        offset = (r + 0.5) / scale - 0.5
+        kernel[r] = max(offset, 0.0)
+        kernel[r + scale] = 1.0 - abs(offset)
+        kernel[r + 2 * scale] = max(-offset, 0.0)
+    return kernel
+
+
+def _replicate_edges(ctx, name, bottom, axis, size, shape_after):
+    """Concat [first row, x, last row] along ``axis``: edge clamping becomes plain interpolation."""
+    first = ctx.add("Slice", ctx.unique(f"{name}/edges{axis}"), [bottom], [])
+    first.slice_param.axis = axis
+    if size == 1:
+        tops = [bottom, bottom, bottom]
+        ctx.net.layer.pop()
+    else:
+        first.slice_param.slice_point.extend([1, size - 1])
+        head, middle, tail = (ctx.unique(f"{name}/edge{axis}_{part}") for part in ("first", "middle", "last"))
+        first.top.extend([head, middle, tail])
+        ctx.add("Silence", ctx.unique(f"{name}/edge{axis}_unused"), [middle], [])
+        tops = [head, bottom, tail]
+    layer = ctx.add("Concat", ctx.unique(f"{name}/replicated{axis}"), tops)
+    layer.concat_param.axis = axis
+    return layer.top[0]
 
 
 def _bilinear(ctx, operation, node, value, blob, name, scale):
-    """Half-pixel bilinear upsampling by an integer factor, as Caffe 1.0 layers.
+    """Keras' half-pixel bilinear upsampling by integer factors, as Caffe 1.0 layers, exactly.
 
-    Each output is w0 * in[low] + w1 * in[high] per axis, edges clamped. The
-    edge rows and columns are replicated (Slice + Concat) so clamping becomes
-    ordinary interpolation, then a grouped Deconvolution with the bilinear
-    kernel computes every output, and Slice cuts Keras' window out of it.
+    The input's edge rows and columns are replicated (Slice + Concat), so that
+    Keras' clamping at the borders becomes ordinary interpolation; one grouped
+    Deconvolution with the separable bilinear kernel (stride s, pad 2s) then
+    computes every output in place.
     """
-    raise ConversionError(
-        "bilinear UpSampling2D: exact Caffe 1.0 form not implemented yet; use nearest or target opencv"
-    )
+    start = len(ctx.net.layer)
+    _, channels, height, width = value.shape
+    padded = _replicate_edges(ctx, name, blob, 2, height, None)
+    padded = _replicate_edges(ctx, name, padded, 3, width, None)
+    kernel = np.outer(bilinear_kernel(scale[0]), bilinear_kernel(scale[1])).astype(np.float32)
+    layer = ctx.add("Deconvolution", name, [padded])
+    param = layer.convolution_param
+    param.num_output = channels
+    param.group = channels
+    param.bias_term = False
+    param.kernel_h, param.kernel_w = kernel.shape
+    param.stride_h, param.stride_w = scale
+    param.pad_h, param.pad_w = 2 * scale[0], 2 * scale[1]
+    ctx.weights[name] = [np.broadcast_to(kernel, (channels, 1) + kernel.shape).copy()]
+    ctx.note(operation, ctx.caffe_types(start), "bilinear upsampling: replicated edges and a bilinear deconvolution")
+    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
