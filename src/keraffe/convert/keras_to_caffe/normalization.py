@@ -130,11 +130,13 @@ def _affine(ctx, operation, node, name, value, scale, offset, note):
     scale = np.asarray(scale, np.float32)
     offset = np.asarray(offset, np.float32)
     if scale.size == 1 and offset.size == 1:
+        # One value, whatever its rank: Normalization(axis=None) or one channel keeps a (1,) array.
+        scale, offset = float(scale.reshape(())), float(offset.reshape(()))
         layer = ctx.add("Power", name, [value.blob])
-        if float(scale) != 1.0:
-            layer.power_param.scale = float(scale)
-        if float(offset) != 0.0:
-            layer.power_param.shift = float(offset)
+        if scale != 1.0:
+            layer.power_param.scale = scale
+        if offset != 0.0:
+            layer.power_param.shift = offset
     else:
         rank = len(value.shape)
         channel_axis = value.layout.perm[rank - 1]
