@@ -103,6 +103,8 @@ def identity(rank: int) -> Layout:
 
 
 NHWC = Layout(NHWC_PERM)
+#: Caffe (N, C, L) -> Keras (N, L, C): sequences of models with Conv1D.
+NLC = Layout((0, 2, 1))
 
 
 def default_layout(rank: int) -> Layout:

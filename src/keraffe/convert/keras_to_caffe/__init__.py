@@ -21,7 +21,8 @@ Handler = Callable[..., None]
 HANDLERS: Registry[Handler] = Registry("Keras -> Caffe handler")
 keras_layer = HANDLERS.register
 
-FAMILIES = ("core", "activations", "conv", "pooling", "normalization", "merging", "reshaping", "keraffe_layers")
+FAMILIES = ("core", "activations", "conv", "pooling", "normalization", "merging", "reshaping", "keraffe_layers",
+            "sequence")
 
 _loaded = False
 
@@ -123,8 +124,9 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
     check_supported(model, chosen)
     ctx = KerasToCaffeContext(chosen, batch_size)
     ctx.net.name = model.name
+    sequence_model = any(operation_kind(op) in ONE_D_LAYERS for event, op, _ in walk(model) if event == "call")
     for tensor in model.inputs:
-        _add_input(ctx, tensor)
+        _add_input(ctx, tensor, sequence_model)
     problems: list[str] = []
     failed: set[int] = set()  # outputs of failed layers: their consumers are skipped, not reported again
     stack = []
@@ -158,11 +160,16 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
     return CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
 
 
-def _add_input(ctx, tensor) -> None:
-    from keraffe.layout import default_layout
+#: Layers over (N, L, C) sequences; models with them keep rank-3 inputs as Caffe (N, C, L) blobs.
+ONE_D_LAYERS = frozenset({"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D",
+                          "GlobalMaxPooling1D"})
+
+
+def _add_input(ctx, tensor, sequence_model: bool = False) -> None:
+    from keraffe.layout import NLC, default_layout
 
     operation = tensor._keras_history.operation
-    layout = default_layout(len(tensor.shape))
+    layout = NLC if sequence_model and len(tensor.shape) == 3 else default_layout(len(tensor.shape))
     if any(d is None for d in tensor.shape[1:]):
         raise ConversionError(
             f"input '{operation.name}' has shape {tuple(tensor.shape)} with unknown sizes; Caffe nets have fixed "

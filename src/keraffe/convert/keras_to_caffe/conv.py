@@ -51,15 +51,18 @@ def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.nda
     widen = []
     for axis, (before, after) in enumerate(pads):
         pad = max(before, after)
-        if before != after and dilation[axis] != 1:
+        step = dilation[axis]
+        # A zero tap of a dilated kernel moves its window by the dilation, not by one pixel.
+        if (pad - before) % step or (pad - after) % step:
             raise ConversionError(
-                f"'{hint}': uneven padding ({before}, {after}) with dilation {dilation[axis]} has no exact Caffe form"
+                f"'{hint}': uneven padding ({before}, {after}) with dilation {step} has no exact Caffe form"
             )
-        widen.append((pad - before, pad - after))
+        widen.append(((pad - before) // step, (pad - after) // step))
         caffe_pads.append(pad)
     if any(w for pair in widen for w in pair):
         weight = np.pad(weight, [(0, 0), (0, 0), widen[0], widen[1]])
     return weight, tuple(caffe_pads)
+
 
 
 def undilate_for_uneven_padding(weight: np.ndarray, pads, dilation) -> tuple[np.ndarray, tuple[int, int]]:
@@ -98,7 +101,7 @@ def set_conv_param(param, num_output, kernel_hw, stride, pad, dilation, group, b
         if dilation[0] == dilation[1]:
             param.dilation.append(int(dilation[0]))
         else:
-            raise ConversionError("Caffe convolution takes one dilation for both axes")
+            param.dilation.extend(int(d) for d in dilation)
     if group != 1:
         param.group = int(group)
     if not bias_term:

@@ -14,7 +14,7 @@ from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.convert.keras_to_caffe.context import CaffeValue
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC, Layout, dense_rows_nhwc_to_nchw, flattened_nhwc, identity
+from keraffe.layout import NHWC, NLC, Layout, dense_rows_nhwc_to_nchw, flattened_nhwc, identity
 
 
 def _numpy(variable):
@@ -80,9 +80,9 @@ def flatten(ctx, operation, node):
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
     rank = len(value.shape)
-    if value.layout == NHWC:
+    if value.layout in (NHWC, NLC):
         ctx.add("Flatten", name, [value.blob])
-        c, h, w = value.shape[1:]
+        c, h, w = tuple(value.shape[1:]) + ((1,) if value.layout == NLC else ())
         layout = flattened_nhwc((c, h, w)) if c > 1 and h * w > 1 else identity(2)
         ctx.emit(operation, node, 0, node.outputs[0], name, layout)
         return
