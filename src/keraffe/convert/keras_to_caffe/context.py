@@ -142,7 +142,19 @@ class KerasToCaffeContext:
         if key in self._converted:
             return self._converted[key]
         name = self.unique(f"{hint}/to_{_tag(layout)}")
-        if value.layout.flattened_from is not None:
+        if layout.flattened_from is not None:
+            # Into Caffe's (C, H, W) flattening of an NHWC tensor: the values must be moved, never just reshaped.
+            if value.layout != identity(2):
+                raise ConversionError(f"cannot move blob {value.blob} into layout {layout.describe()}")
+            c, h, w = layout.flattened_from
+            image = self.unique(f"{name}/image")
+            reshape = self.add("Reshape", image, [value.blob])
+            reshape.reshape_param.shape.dim.extend([0, h, w, c])
+            nchw = self.unique(f"{name}/nchw")
+            self._permute(nchw, image, (0, 3, 1, 2), hint)
+            flat = self.add("Flatten", name, [nchw])
+            result = flat.top[0]
+        elif value.layout.flattened_from is not None:
             if layout != identity(2):
                 raise ConversionError(f"cannot move flattened blob {value.blob} into layout {layout.describe()}")
             c, h, w = value.layout.flattened_from
