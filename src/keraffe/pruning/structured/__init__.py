@@ -17,9 +17,12 @@ DNN latency of the Caffe export. See docs/structured_pruning.md.
 from keraffe.pruning.structured.algorithms import ChannelPlan, PruneResult, plan_channels, prune_channels
 from keraffe.pruning.structured.dependency import ChannelGraph, ChannelGroup
 from keraffe.pruning.structured.folding import FoldResult, UnfoldedConstant
+from keraffe.pruning.structured.gradual import GradualChannelPruning
 from keraffe.pruning.structured.importance import Taylor
 from keraffe.pruning.structured.options import ChannelPruningOptions
 from keraffe.pruning.structured.rebuild import copy_model
+from keraffe.pruning.structured.report import ModelMeasurements, StructuredReport, structured_report
+from keraffe.pruning.structured.sensitivity import SensitivityResult, sensitivity
 from keraffe.pruning.structured.shrink import model_macs
 
 __all__ = [
@@ -28,11 +31,17 @@ __all__ = [
     "ChannelPlan",
     "ChannelPruningOptions",
     "FoldResult",
+    "GradualChannelPruning",
+    "ModelMeasurements",
     "PruneResult",
+    "SensitivityResult",
+    "StructuredReport",
     "Taylor",
     "UnfoldedConstant",
     "copy_model",
     "model_macs",
     "plan_channels",
     "prune_channels",
+    "sensitivity",
+    "structured_report",
 ]

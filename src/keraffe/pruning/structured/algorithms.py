@@ -146,7 +146,7 @@ def _check_per_layer(graph, options) -> None:
 def plan_channels(model, ratio=None, *, per_layer=None, target_macs=None, importance="l1", data=None,
                   round_to=1, min_channels=1, exclude=()) -> ChannelPlan:
     """Decide which channels to remove (see :func:`prune_channels`); nothing is built yet."""
-    options = ChannelPruningOptions(ratio, per_layer, target_macs, round_to, min_channels, tuple(exclude))
+    options = ChannelPruningOptions(ratio, per_layer, target_macs, round_to, min_channels, exclude)
     graph = ChannelGraph(model, options.exclude)
     _check_per_layer(graph, options)
     scores = score_groups(importance, model, graph, data)

@@ -298,8 +298,6 @@ class ChannelGraph:
         inputs = list(node.input_tensors)
         outputs = list(node.outputs)
         in_layouts = [self.layout(t) for t in inputs]
-        if operation.name in self._exclude:
-            kind, reason = BARRIER, "excluded"
         if kind != BARRIER and (not inputs or any(layout is None for layout in in_layouts[:1])):
             kind, reason = BARRIER, "no static channel axis"
         out_layouts = None
@@ -315,6 +313,9 @@ class ChannelGraph:
         else:
             for tensor, layout in zip(outputs, out_layouts):
                 self.layouts[id(tensor)] = layout
+        if operation.name in self._exclude:  # its own channels stay; a source's inputs may still shrink
+            for layout in out_layouts if kind == SOURCE else in_layouts + out_layouts:
+                self._protect(layout, f"{operation.name} is excluded")
         self.records.append(NodeRecord(operation, node, kind, reason, inputs, outputs, in_layouts, out_layouts))
 
     def _share_inputs(self, operation, layout) -> None:

@@ -124,6 +124,7 @@ def fold_constants(graph, removed_roots) -> FoldResult:
                 continue
             result, constant = _constant_channels(_call(record, {id(record.inputs[0]): x}))
             values[id(out)], known[id(out)] = np.where(constant, result, 0.0), ok & constant
+            _note_lost(record, ok & ~constant & gone(record.in_layouts[0]), unfolded)
         elif record.kind == MERGE:
             if any(v is None for v, _ in inputs):
                 continue  # a merge partner with no constant (a live broadcast input): nothing to carry
@@ -138,6 +139,11 @@ def fold_constants(graph, removed_roots) -> FoldResult:
                 if tensor.shape[-1] == out.shape[-1]:
                     ok &= k
             values[id(out)], known[id(out)] = np.where(ok, result, 0.0), ok
+            carried = np.ones_like(ok)
+            for tensor, (value, k) in zip(record.inputs, inputs):
+                if tensor.shape[-1] == out.shape[-1]:
+                    carried &= k
+            _note_lost(record, carried & ~constant & gone(record.out_layouts[0]), unfolded)
         elif record.kind == CONCAT:
             parts_v, parts_k = [], []
             for tensor, (value, ok) in zip(record.inputs, inputs):
@@ -150,6 +156,13 @@ def fold_constants(graph, removed_roots) -> FoldResult:
             repeat = len(record.out_layouts[0]) // len(value)
             values[id(out)], known[id(out)] = np.tile(value, repeat), np.tile(ok, repeat)
     return FoldResult(biases, unfolded)
+
+
+def _note_lost(record, lost: np.ndarray, unfolded: list) -> None:
+    if lost.any():
+        unfolded.append(UnfoldedConstant(
+            record.name, int(lost.sum()),
+            "a removed channel's constant stops being constant here (padding at the borders)"))
 
 
 def _fold_into(record, lookup, gone, calls, unfolded) -> np.ndarray | None:
