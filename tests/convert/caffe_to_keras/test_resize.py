@@ -1,0 +1,192 @@
+"""Upsample (nearest, and SegNet's unpooling with the pooling mask) and Interp (align-corners bilinear).
+
+brocolli-caffe's Upsample is the nearest-neighbour one; SegNet's (two bottoms)
+and Interp (DeepLab/PSPNet) are not in it. OpenCV runs Interp (without input
+cropping); everything is also compared with numpy written from the defining
+sources (OpenCV 4.14 cannot run shrink_factor: its Interp computes an empty
+output): SegNet's upsample_layer.cpp (top[mask[i]] = bottom[i] per channel
+plane) and DeepLab's caffe_cpu_interp2 in float32, as Caffe computes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from keraffe.errors import ConversionError
+
+from ._harness import (Batch, Case, assert_case, assert_close, build_net, classes_of, convert, convert_case, inputs,
+                       params)
+
+
+def layer(type_name: str, param: str = "", bottoms=("x",), tops=("y",), name: str = "l") -> str:
+    b = " ".join(f'bottom: "{{p}}{x}"' for x in bottoms)
+    t = " ".join(f'top: "{{p}}{x}"' for x in tops)
+    return f'layer {{ name: "{{p}}{name}" type: "{type_name}" {b} {t} {param} }}\n'
+
+
+CASES = [
+    Case("upsample_nearest_2", inputs(x=(2, 3, 5, 4)), layer("Upsample", "upsample_param { scale: 2 }"),
+         check=lambda m, p: classes_of(m, p) == ["UpSampling2D"]),
+    Case("upsample_nearest_3_after_conv", inputs(x=(2, 3, 3, 4)),
+         layer("Convolution", "convolution_param { num_output: 2 kernel_size: 1 }", tops=("c",), name="conv")
+         + layer("Upsample", "upsample_param { scale: 3 }", bottoms=("c",))),
+    # ---------------------------------------------------------------- Interp on OpenCV
+    Case("interp_size_up", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }"),
+         runtime="opencv"),
+    Case("interp_zoom2", inputs(x=(1, 2, 5, 4)), layer("Interp", "interp_param { zoom_factor: 2 }"),
+         runtime="opencv"),
+    Case("interp_size_down_odd", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { height: 4 width: 7 }"),
+         runtime="opencv"),
+]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    return Batch(CASES, tmp_path_factory.mktemp("resize"))
+
+
+@pytest.mark.pycaffe
+@pytest.mark.parametrize("case", params(CASES))
+def test_resize_matches_caffe(batch, case):
+    assert_case(batch, case)
+
+
+@pytest.mark.pycaffe
+def test_cases_run_as_one_net(batch):
+    batch.check_all_batches()
+
+
+# ---------------------------------------------------------------- Interp against numpy
+
+
+def interp2(x: np.ndarray, crop_begin: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:
+    """DeepLab's caffe_cpu_interp2 (not packed) over (N, C, H, W), in float32 as Caffe computes it."""
+    x = x.astype(np.float32)
+    h1_in, w1_in = size_in
+    h2_out, w2_out = size_out
+    data = x[:, :, crop_begin:crop_begin + h1_in, crop_begin:crop_begin + w1_in]
+    if (h1_in, w1_in) == (h2_out, w2_out):
+        return data.copy()
+    rheight = np.float32((h1_in - 1) / (h2_out - 1)) if h2_out > 1 else np.float32(0)
+    rwidth = np.float32((w1_in - 1) / (w2_out - 1)) if w2_out > 1 else np.float32(0)
+    out = np.zeros(x.shape[:2] + (h2_out, w2_out), np.float32)
+    for h2 in range(h2_out):
+        h1r = np.float32(rheight * np.float32(h2))
+        h1 = int(h1r)
+        h1p = 1 if h1 < h1_in - 1 else 0
+        h1l = np.float32(h1r - np.float32(h1))
+        h0l = np.float32(1) - h1l
+        for w2 in range(w2_out):
+            w1r = np.float32(rwidth * np.float32(w2))
+            w1 = int(w1r)
+            w1p = 1 if w1 < w1_in - 1 else 0
+            w1l = np.float32(w1r - np.float32(w1))
+            w0l = np.float32(1) - w1l
+            out[:, :, h2, w2] = (h0l * (w0l * data[:, :, h1, w1] + w1l * data[:, :, h1, w1 + w1p])
+                                 + h1l * (w0l * data[:, :, h1 + h1p, w1] + w1l * data[:, :, h1 + h1p, w1 + w1p]))
+    return out
+
+
+INTERP = [
+    # (id, input shape, interp_param, (cropped input size), output size)
+    ("size_up", (2, 3, 5, 4), "height: 11 width: 9", 0, (5, 4), (11, 9)),
+    ("size_down", (2, 3, 9, 8), "height: 4 width: 7", 0, (9, 8), (4, 7)),
+    ("same_size", (1, 2, 5, 6), "height: 5 width: 6", 0, (5, 6), (5, 6)),
+    ("zoom3", (1, 2, 4, 5), "zoom_factor: 3", 0, (4, 5), (10, 13)),
+    ("shrink3", (1, 2, 10, 7), "shrink_factor: 3", 0, (10, 7), (4, 3)),
+    ("shrink2_zoom3", (1, 2, 9, 8), "shrink_factor: 2 zoom_factor: 3", 0, (9, 8), (13, 10)),
+    # Negative padding crops the input first (DeepLab's pad_beg/pad_end).
+    ("crop_then_zoom", (1, 2, 9, 8), "zoom_factor: 2 pad_beg: -1 pad_end: -2", 1, (6, 5), (11, 9)),
+    ("crop_then_size", (2, 2, 7, 7), "height: 8 width: 3 pad_beg: -2 pad_end: 0", 2, (5, 5), (8, 3)),
+    ("to_one_row", (1, 2, 6, 5), "height: 1 width: 4", 0, (6, 5), (1, 4)),
+]
+
+
+@pytest.mark.parametrize("name, shape, param, crop, size_in, size_out", INTERP, ids=[i[0] for i in INTERP])
+def test_interp_matches_numpy_reference(name, shape, param, crop, size_in, size_out, tmp_path):
+    case = Case(f"interp_{name}", inputs(x=shape), layer("Interp", f"interp_param {{ {param} }}"))
+    _, _, values, outputs = convert_case(case, tmp_path)
+    p = case.id + "__"
+    reference = interp2(values[p + "x"], crop, size_in, size_out)
+    assert_close(case.id, reference, outputs[p + "y"], tolerance=1e-6)
+
+
+def test_interp_size_from_second_bottom_matches_numpy_reference(tmp_path):
+    """PSPNet: with a second bottom, Interp resizes to that bottom's height and width."""
+    case = Case("interp_like", inputs(x=(2, 3, 4, 5), ref=(2, 1, 9, 7)), layer("Interp", "", ("x", "ref")))
+    _, _, values, outputs = convert_case(case, tmp_path)
+    reference = interp2(values["interp_like__x"], 0, (4, 5), (9, 7))
+    assert_close(case.id, reference, outputs["interp_like__y"], tolerance=1e-6)
+
+
+# ---------------------------------------------------------------- SegNet's Upsample against numpy
+
+
+def caffe_max_pool_with_mask(x, kernel, stride):
+    """Caffe's MAX pooling (no padding, ceil rounding) and its mask h * W + w, first maximum wins."""
+    n, c, height, width = x.shape
+    out_h = -(-(height - kernel[0]) // stride[0]) + 1
+    out_w = -(-(width - kernel[1]) // stride[1]) + 1
+    values = np.full((n, c, out_h, out_w), -np.inf, np.float32)
+    mask = np.zeros((n, c, out_h, out_w), np.float32)
+    for ph in range(out_h):
+        for pw in range(out_w):
+            h0, w0 = ph * stride[0], pw * stride[1]
+            for h in range(h0, min(h0 + kernel[0], height)):
+                for w in range(w0, min(w0 + kernel[1], width)):
+                    better = x[:, :, h, w] > values[:, :, ph, pw]
+                    values[:, :, ph, pw] = np.where(better, x[:, :, h, w], values[:, :, ph, pw])
+                    mask[:, :, ph, pw] = np.where(better, h * width + w, mask[:, :, ph, pw])
+    return values, mask
+
+
+def segnet_upsample(values, mask, out_hw):
+    n, c = values.shape[:2]
+    top = np.zeros((n, c) + tuple(out_hw), np.float32)
+    flat = top.reshape(n, c, -1)
+    for i in range(n):
+        for j in range(c):
+            for v, m in zip(values[i, j].reshape(-1), mask[i, j].reshape(-1)):
+                flat[i, j, int(m)] = v
+    return top
+
+
+UNPOOL = [
+    # (id, input shape, kernel, stride, upsample_param)
+    ("even_scale2", (2, 3, 6, 8), (2, 2), (2, 2), "scale: 2"),
+    ("odd_upsample_hw", (2, 3, 7, 5), (2, 2), (2, 2), "upsample_h: 7 upsample_w: 5"),
+    ("odd_pad_out", (1, 2, 7, 9), (2, 2), (2, 2), "scale: 2 pad_out_h: true pad_out_w: true"),
+    ("rect_scales", (1, 2, 6, 9), (2, 3), (2, 3), "scale_h: 2 scale_w: 3"),
+]
+
+
+@pytest.mark.parametrize("name, shape, kernel, stride, param", UNPOOL, ids=[u[0] for u in UNPOOL])
+def test_segnet_upsample_matches_numpy_reference(name, shape, kernel, stride, param, tmp_path):
+    pool = (f"pooling_param {{ pool: MAX kernel_h: {kernel[0]} kernel_w: {kernel[1]} "
+            f"stride_h: {stride[0]} stride_w: {stride[1]} }}")
+    case = Case(f"unpool_{name}", inputs(x=shape),
+                layer("Pooling", pool, tops=("pool", "mask"), name="pool")
+                + layer("Upsample", f"upsample_param {{ {param} }}", ("pool", "mask"), ("y",), "unpool"))
+    model, _, values, outputs = convert_case(case, tmp_path)
+    p = case.id + "__"
+    pooled, mask = caffe_max_pool_with_mask(values[p + "x"], kernel, stride)
+    assert_close("pool", pooled, outputs[p + "pool"])
+    np.testing.assert_array_equal(outputs[p + "mask"], mask)
+    assert_close(case.id, segnet_upsample(pooled, mask, shape[2:]), outputs[p + "y"])
+    assert classes_of(model, p) == ["MaxPoolingWithMask", "MaxUnpooling2D"]
+
+
+@pytest.mark.parametrize("pool", [
+    "kernel_size: 3 stride: 2",  # overlapping windows: a value can land outside its block
+    "kernel_size: 2 stride: 1",
+    "kernel_size: 2 stride: 2 pad: 1",  # padded windows straddle two blocks
+], ids=["k3_s2", "k2_s1", "k2_s2_pad1"])
+def test_unpooling_masks_that_do_not_tile_are_refused(pool, tmp_path):
+    """keraffe's MaxUnpooling2D places each value in its own block; other masks would convert wrongly."""
+    case = Case("unpool_overlap", inputs(x=(1, 2, 7, 7)),
+                layer("Pooling", f"pooling_param {{ pool: MAX {pool} }}", tops=("pool", "mask"), name="pool")
+                + layer("Upsample", "upsample_param { upsample_h: 7 upsample_w: 7 }", ("pool", "mask"), ("y",),
+                        "unpool"))
+    with pytest.raises(ConversionError, match="only masks of unpadded pooling"):
+        convert(build_net([case], tmp_path / "net.prototxt"))
