@@ -36,13 +36,18 @@ def caffe_pool_output(size: int, kernel: int, stride: int, pad: int, ceil: bool)
 
 
 def plan_axis(size: int, kernel: int, stride: int, pad_before: int, out: int, can_floor: bool,
-              divisor_at_most: int | None) -> AxisPlan | None:
-    """Caffe pad and rounding whose windows contain Keras' windows (starting at -pad_before)."""
+              divisor_at_most: int | None, rounding: tuple[bool, ...] | None = None) -> AxisPlan | None:
+    """Caffe pad and rounding whose windows contain Keras' windows (starting at -pad_before).
+
+    ``rounding`` limits the rounding modes tried (True: ceil): one Caffe
+    pooling layer rounds both its axes the same way.
+    """
     candidates = []
     pad = pad_before
+    modes = rounding if rounding is not None else ((True, False) if can_floor else (True,))
     while pad < kernel:
         skip = (pad - pad_before) // stride
-        for ceil in (True, False) if can_floor else (True,):
+        for ceil in modes:
             caffe_out = caffe_pool_output(size, kernel, stride, pad, ceil)
             if caffe_out < skip + out:
                 continue
@@ -213,17 +218,28 @@ def _pool2d(ctx, operation, node, method):
     excludes_padding = operation.padding == "same"
     zeros_count = bool(pending)
     can_floor = ctx.target.floor_pooling
-    plans = []
-    for axis in range(2):
-        need_divisor = method == "ave" and zeros_count
-        plan = plan_axis(value.shape[2 + axis], kernel[axis], stride[axis], pads[axis][0], out_hw[axis], can_floor,
-                         kernel[axis] if need_divisor else None)
-        if plan is None and method == "ave" and zeros_count:
+    need_divisor = method == "ave" and zeros_count
+    # Caffe rounds both axes of one pooling layer the same way: plan them together, per rounding mode.
+    plans = None
+    for ceil in (True, False) if can_floor else (True,):
+        candidate = [plan_axis(value.shape[2 + axis], kernel[axis], stride[axis], pads[axis][0], out_hw[axis],
+                               can_floor, kernel[axis] if need_divisor else None, rounding=(ceil,))
+                     for axis in range(2)]
+        if any(plan is None for plan in candidate):
+            continue
+        if plans is None or sum(p.skip_start + p.skip_end for p in candidate) < sum(
+                p.skip_start + p.skip_end for p in plans):
+            plans = candidate
+    if plans is None:
+        if method == "ave" and zeros_count:
             _average_as_convolution(ctx, operation, node, value, bottom, name, kernel, stride, pads)
             return
-        if plan is None:
-            raise ConversionError(f"'{name}': no Caffe pooling window layout matches Keras' on axis {axis}")
-        plans.append(plan)
+        axis = next((axis for axis in range(2)
+                     if plan_axis(value.shape[2 + axis], kernel[axis], stride[axis], pads[axis][0], out_hw[axis],
+                                  can_floor, kernel[axis] if need_divisor else None) is None), None)
+        if axis is None:
+            raise ConversionError(f"'{name}': Keras' windows need Caffe to round one axis up and the other down")
+        raise ConversionError(f"'{name}': no Caffe pooling window layout matches Keras' on axis {axis}")
     start = len(ctx.net.layer)
     sliced = any(p.skip_start or p.skip_end for p in plans)
     ave_fix = method == "ave" and excludes_padding and any(p.pad for p in plans)
