@@ -138,13 +138,20 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
     """Run the net in real Caffe or OpenCV from files keraffe writes (a deploy prototxt and caffemodel)."""
     from keraffe.caffe.caffemodel import write_caffemodel
     from keraffe.caffe.prototxt import Dialect, write_prototxt
+    from keraffe.caffe.spelling import bvlc_spelling
+    from keraffe.verify.opencv_runtime import OPENCV_WRONG
 
     if runtime not in RUNTIMES:
         raise KeraffeError(f"runtime must be one of {', '.join(RUNTIMES)}, received {runtime!r}")
     with tempfile.TemporaryDirectory(prefix="keraffe-verify-") as tmp:
         prototxt = Path(tmp, "net.prototxt")
         caffemodel = Path(tmp, "net.caffemodel")
-        deploy = net.to_net_parameter()
+        deploy = bvlc_spelling(net)
+        if runtime == "opencv":
+            wrong = sorted({n.type for n in net.layers} & set(OPENCV_WRONG))
+            if wrong:
+                raise KeraffeError("OpenCV DNN cannot judge this net: " +
+                                   "; ".join(f"its {t} {OPENCV_WRONG[t]}" for t in wrong))
         write_prototxt(prototxt, deploy, Dialect.FORK)
         write_caffemodel(caffemodel, deploy, net.weight_arrays())
         if runtime == "caffe":

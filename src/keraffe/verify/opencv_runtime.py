@@ -16,6 +16,12 @@ import numpy as np
 from keraffe.errors import KeraffeError
 
 
+#: Layer types OpenCV 4.x loads but computes differently from Caffe (checked by keraffe's tests).
+OPENCV_WRONG = {
+    "Axpy": "layer computes x + a instead of SENet's a * x + y",
+}
+
+
 class OpenCVRuntimeError(KeraffeError):
     """OpenCV could not load or run the net."""
 
