@@ -60,7 +60,7 @@ _PASS_THROUGH = (
 _MERGES = ("Add", "Subtract", "Multiply", "Maximum", "Minimum", "Average")
 _OPS_MERGES = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum")
 #: keraffe's own layers (from Caffe nets) that act on each element or each channel alone.
-_KERAFFE_PASS_THROUGH = ("Power", "Exp", "Log", "Threshold", "AbsVal", "Clip", "Swish", "CaffePooling2D")
+_KERAFFE_PASS_THROUGH = ("Power", "Exp", "Log", "Threshold", "AbsVal", "Clip", "Swish", "CaffePooling2D", "Interp")
 
 
 def _keras_class(operation, names) -> bool:
@@ -132,6 +132,9 @@ def classify(operation, node=None) -> tuple[str, str]:
         return (CHANNELWISE, "") if scalar else (BARRIER, "per-channel Rescaling factors")
     if _keras_class(operation, _PASS_THROUGH) or _keraffe_class(operation, _KERAFFE_PASS_THROUGH):
         return (CHANNELWISE, "") if _channels_last(operation) else (BARRIER, "channels_first data")
+    if _keraffe_class(operation, ("AxisSlice",)):  # Caffe's Slice: a crop when it cuts a spatial axis
+        rank = len(node.input_tensors[0].shape) if node is not None else 0
+        return (CHANNELWISE, "") if operation.axis not in (-1, rank - 1) else (BARRIER, "slices the channel axis")
     if _keras_class(operation, _MERGES) or _keraffe_class(operation, ("WeightedSum",)):
         return MERGE, ""
     if _keras_class(operation, ("Concatenate",)):

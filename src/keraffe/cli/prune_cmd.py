@@ -1,0 +1,166 @@
+"""Remove whole channels from a Keras model, or from a Caffe net through Keras and back.
+
+``keraffe prune MODEL.keras -o SMALL.keras --ratio 0.5`` writes a physically
+smaller Keras model (fewer filters; coupled layers cut together; layers the
+planner does not understand keep their channels). ``keraffe prune
+NET.prototxt --weights W.caffemodel -o SMALL.prototxt --ratio 0.5`` converts
+the net to Keras, prunes it, fine-tunes it when --data is given, and exports
+it back to Caffe (SMALL.caffemodel next to the prototxt unless
+--weights-out).
+
+--data is an .npz with x_train and y_train (integer labels), and optionally
+x_test and y_test to report accuracy before and after. Images are in the
+model's own order: NHWC for a Keras model, Caffe's NCHW for a Caffe net.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from keraffe.cli.options import add_input_shape_option, input_shapes_from
+
+HELP = "remove whole channels (structured pruning) from a Keras model or a Caffe net"
+
+CAFFE_SUFFIXES = (".prototxt", ".pt")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="MODEL.keras (or .h5), or NET.prototxt with --weights")
+    parser.add_argument("-o", "--output", required=True, help="SMALL.keras, or SMALL.prototxt for a Caffe net")
+    parser.add_argument("--weights", help="the Caffe net's .caffemodel")
+    parser.add_argument("--weights-out", help="the pruned .caffemodel (default: next to the output prototxt)")
+    amount = parser.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--ratio", type=float, help="fraction of each coupled channel group to remove, e.g. 0.5")
+    amount.add_argument("--target-macs", type=float,
+                        help="MACs to reach: a count, or a fraction (<= 1) of the model's")
+    parser.add_argument("--importance", default="l1", choices=["l1", "l2", "bn_gamma", "taylor"],
+                        help="how channels are ranked (default l1; taylor needs --data)")
+    parser.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels per group")
+    parser.add_argument("--min-channels", type=int, default=1, help="fewest channels a group keeps (default 1)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="LAYER",
+                        help="a layer whose channels stay (repeatable)")
+    parser.add_argument("--data", help=".npz with x_train, y_train [, x_test, y_test] to fine-tune on")
+    parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs when --data is given (default 3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate (Adam)")
+    parser.add_argument("--target", choices=["caffe1", "caffe", "opencv"], default="caffe1",
+                        help="Caffe export target for a Caffe net (default caffe1)")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare the exported Caffe net with the pruned Keras model (real Caffe, else OpenCV)")
+    parser.add_argument("--report", action="store_true",
+                        help="also export both models to Caffe and time them in OpenCV DNN")
+    add_input_shape_option(parser)
+
+
+def _load_data(path, caffe_order: bool):
+    import numpy as np
+
+    from keraffe.errors import KeraffeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise KeraffeError(f"--data {path}: file not found")
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    missing = [name for name in ("x_train", "y_train") if name not in arrays]
+    if missing:
+        raise KeraffeError(f"--data {path}: needs arrays x_train and y_train; it has {sorted(arrays)}")
+    for name in ("x_train", "x_test"):
+        if name in arrays:
+            value = arrays[name].astype("float32")
+            arrays[name] = value.transpose(0, 2, 3, 1) if caffe_order and value.ndim == 4 else value
+    return arrays
+
+
+def _accuracy(model, x, y) -> float:
+    from keraffe.pruning.structured.sensitivity import accuracy
+
+    return accuracy(model, (x, y))
+
+
+def _fine_tune(model, data, args):
+    import keras
+
+    from keraffe.pruning.structured.importance import _default_loss
+
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate), loss=_default_loss(model, data["y_train"]))
+    model.fit(data["x_train"], data["y_train"], epochs=args.epochs, batch_size=args.batch_size, verbose=0)
+
+
+def run(args) -> int:
+    from keraffe.errors import KeraffeError
+    from keraffe.files import refuse_overwriting_input
+    from keraffe.pruning.structured import plan_channels
+
+    source = Path(args.model)
+    caffe = source.suffix.lower() in CAFFE_SUFFIXES
+    refuse_overwriting_input(args.output, args.model, args.weights)
+    if caffe:
+        import keraffe
+
+        if not args.weights:
+            raise KeraffeError("pruning a Caffe net needs its trained weights: --weights W.caffemodel")
+        model = keraffe.caffe_to_keras(source, args.weights, input_shapes_from(args))
+    else:
+        from keraffe.keras_io import load_keras_model
+
+        if args.weights:
+            raise KeraffeError("--weights is for a Caffe net; a .keras model carries its own weights")
+        model = load_keras_model(source)
+    data = _load_data(args.data, caffe) if args.data else None
+    if args.importance == "taylor" and data is None:
+        raise KeraffeError("--importance taylor needs --data: channels are ranked by gradients on it")
+    sample = (data["x_train"][:512], data["y_train"][:512]) if data is not None else None
+    plan = plan_channels(model, args.ratio, target_macs=args.target_macs, importance=args.importance, data=sample,
+                         round_to=args.round_to, min_channels=args.min_channels, exclude=args.exclude)
+    result = plan.apply()
+    pruned = result.model
+    print(f"{source}: {model.count_params():,} -> {pruned.count_params():,} parameters")
+    print(plan.summary())
+    for item in result.fold.unfolded:
+        print(f"  note: {item.layer}: {item.channels} removed channel(s) left a constant that could not be folded "
+              f"exactly ({item.reason})")
+    if data is not None:
+        test = ("x_test", "y_test") if "x_test" in data and "y_test" in data else None
+        if test:
+            print(f"accuracy: dense {_accuracy(model, data[test[0]], data[test[1]]):.2f}%, pruned "
+                  f"{_accuracy(pruned, data[test[0]], data[test[1]]):.2f}%", end="")
+        if args.epochs > 0:
+            _fine_tune(pruned, data, args)
+            if test:
+                print(f", after {args.epochs} epoch(s) of fine-tuning "
+                      f"{_accuracy(pruned, data[test[0]], data[test[1]]):.2f}%", end="")
+        print()
+    if caffe:
+        _export(pruned, args)
+    else:
+        from keraffe.keras_io import save_keras_model
+
+        save_keras_model(pruned, args.output)
+        print(f"wrote {args.output}")
+    if args.report:
+        from keraffe.pruning.structured import structured_report
+
+        print(structured_report(model, pruned).render(), end="")
+    return 0
+
+
+def _export(pruned, args) -> None:
+    import keraffe
+    from keraffe.caffe.net import load_net
+    from keraffe.errors import KeraffeError
+    from keraffe.verify import CAFFE_READ_LIMIT, verify
+
+    export = keraffe.keras_to_caffe(pruned, args.output, args.weights_out, target=args.target)
+    print(f"wrote {export.prototxt} and {export.caffemodel} (target {args.target})")
+    if not args.verify:
+        return
+    from keraffe.verify.caffe_runtime import pycaffe_available
+
+    runtime = "caffe" if pycaffe_available() and Path(export.caffemodel).stat().st_size <= CAFFE_READ_LIMIT \
+        else "opencv"
+    report = verify(pruned, load_net(export.prototxt, export.caffemodel), runtime=runtime,
+                    tensor_map=export.tensor_map)
+    print(f"verify ({runtime}): largest relative error {report.max_rel:.2e}, {'ok' if report.ok else 'FAILED'}")
+    if not report.ok:
+        raise KeraffeError(f"the exported net differs from the pruned Keras model in {runtime}")
