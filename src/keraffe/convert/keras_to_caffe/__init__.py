@@ -134,13 +134,20 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
         if event == "enter":
             inner = _functional_of(operation)
             for outer, inner_input in zip(node.input_tensors, inner.inputs):
-                ctx.alias(inner_input, ctx.value(outer))
+                if id(outer) in failed:  # a refused layer feeds the nested model: its layers are skipped too
+                    failed.add(id(inner_input))
+                else:
+                    failed.discard(id(inner_input))
+                    ctx.alias(inner_input, ctx.value(outer, allow_pending=True))
             stack.append((operation, node))
             continue
         if event == "leave":
             inner = _functional_of(operation)
             for outer, inner_output in zip(node.outputs, inner.outputs):
-                ctx.alias(outer, ctx.value(inner_output))
+                if id(inner_output) in failed:
+                    failed.add(id(outer))
+                else:
+                    ctx.alias(outer, ctx.value(inner_output, allow_pending=True))
             stack.pop()
             continue
         if any(id(t) in failed for t in node.input_tensors):
@@ -149,7 +156,9 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
         try:
             HANDLERS.get(operation_kind(operation))(ctx, operation, node)
         except ConversionError as error:
-            problems.append(f"  {operation.name} ({operation_kind(operation)}): {error}")
+            problem = f"  {operation.name} ({operation_kind(operation)}): {error}"
+            if problem not in problems:  # a nested model called twice refuses its layer once
+                problems.append(problem)
             failed.update(id(t) for t in node.outputs)
     if problems:
         raise ConversionError(
