@@ -152,6 +152,12 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
             if wrong:
                 raise KeraffeError("OpenCV DNN cannot judge this net: " +
                                    "; ".join(f"its {t} {OPENCV_WRONG[t]}" for t in wrong))
+            # OpenCV computes an activation in place over its input when nothing else reads that
+            # input, even if the input was asked for; one more reader keeps every asked-for blob.
+            kept = [b for b in dict.fromkeys(blobs) if b not in inputs]
+            if kept:
+                keeper = deploy.layer.add(name="keraffe_keep_blobs", type="Silence")
+                keeper.bottom.extend(kept)
         write_prototxt(prototxt, deploy, Dialect.FORK)
         write_caffemodel(caffemodel, deploy, net.weight_arrays())
         if runtime == "caffe":
@@ -231,5 +237,45 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     return VerifyReport(runtime, tolerance, output_rows, layer_rows)
 
 
-__all__ = ["TensorComparison", "VerifyReport", "read_inputs", "run_reference", "seeded_inputs", "tensor_map_for",
+def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, reference: Mapping[str, np.ndarray],
+                                tolerance: float = 1e-4) -> TensorComparison | None:
+    """Compare one Caffe layer with its Keras counterpart, both fed the reference runtime's inputs.
+
+    A deep net with large activations can turn float32 round-off upstream into a
+    visible difference at a sensitive layer (a Softmax over logits of 1e5, say).
+    Feeding the Keras layers the very values the reference fed its layer separates
+    that from a conversion error: this comparison fails only if the layer itself
+    computes something else. ``reference`` maps blob names to the runtime's values
+    and must hold the layer's inputs and output. Returns None where the layer's
+    inputs have no Keras tensor or no reference value (an in-place rewrite).
+    """
+    import keras
+
+    producer = next((n for n in net.layers if any(str(t) == caffe_tensor for t in n.outputs)), None)
+    entries = tensor_map.entries
+    if producer is None or caffe_tensor not in entries or entries[caffe_tensor].keras_layer is None:
+        return None
+    final = {}
+    for node in net.layers:
+        for tensor in node.outputs:
+            final[tensor.blob] = tensor
+    operations = _operations_by_name(model)
+    feeds, values = [], []
+    for tensor in dict.fromkeys(producer.inputs):
+        entry = entries.get(str(tensor))
+        is_final = final.get(tensor.blob, tensor) == tensor
+        if entry is None or entry.keras_layer is None or not is_final or tensor.blob not in reference:
+            return None
+        feeds.append(_keras_tensor(model, entry, operations))
+        values.append(entry.layout.to_keras(reference[tensor.blob]))
+    entry = entries[caffe_tensor]
+    try:
+        local = keras.Model(feeds, _keras_tensor(model, entry, operations))
+    except (ValueError, TypeError):
+        return None
+    candidate = entry.layout.to_caffe(np.asarray(local.predict(values, verbose=0)))
+    return compare(caffe_tensor, entry.keras_layer, reference[entry.caffe_blob], candidate, tolerance)
+
+
+__all__ = ["TensorComparison", "recheck_on_reference_inputs", "VerifyReport", "read_inputs", "run_reference", "seeded_inputs", "tensor_map_for",
            "verify"]

@@ -1,0 +1,72 @@
+"""bvlc_spelling: fork spellings of BVLC layers rewritten for real Caffe and OpenCV, and nothing else."""
+
+import numpy as np
+import pytest
+
+from keraffe.caffe.net import load_net
+from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.caffe.spelling import bvlc_spelling
+
+NET = """
+name: "forks"
+input: "data"
+input_shape { dim: 1 dim: 4 dim: 9 dim: 9 }
+layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw"
+        convolution_param { num_output: 4 kernel_size: 3 pad_l: 1 pad_r: 1 pad_t: 2 pad_b: 2 } }
+layer { name: "lopsided" type: "Convolution" bottom: "dw" top: "lopsided"
+        convolution_param { num_output: 2 kernel_size: 3 pad_l: 0 pad_r: 1 pad_t: 0 pad_b: 1 } }
+layer { name: "avg" type: "Pooling" bottom: "lopsided" top: "avg"
+        pooling_param { pool: AVE_EXC_PAD kernel_size: 3 stride: 2 } }
+layer { name: "avg_padded" type: "Pooling" bottom: "lopsided" top: "avg_padded"
+        pooling_param { pool: AVE_EXC_PAD kernel_size: 3 stride: 2 pad: 1 } }
+"""
+
+
+@pytest.fixture
+def spelled(tmp_path):
+    path = tmp_path / "forks.prototxt"
+    path.write_text(NET)
+    return {layer.name: layer for layer in bvlc_spelling(load_net(path)).layer}
+
+
+def test_depthwise_alias_becomes_grouped_convolution(spelled):
+    layer = spelled["dw"]
+    assert layer.type == "Convolution"
+    assert layer.convolution_param.group == 4 and layer.convolution_param.num_output == 4
+
+
+def test_symmetric_side_pads_become_pad_h_and_pad_w(spelled):
+    param = spelled["dw"].convolution_param
+    assert (param.pad_h, param.pad_w) == (2, 1)
+    assert not any(param.HasField(side) for side in ("pad_l", "pad_r", "pad_t", "pad_b"))
+
+
+def test_lopsided_pads_are_left_for_the_runtime_to_refuse(spelled):
+    param = spelled["lopsided"].convolution_param
+    assert (param.pad_l, param.pad_r, param.pad_t, param.pad_b) == (0, 1, 0, 1)
+    assert not param.HasField("pad_h")
+
+
+def test_unpadded_ave_exc_pad_is_bvlc_ave_but_padded_one_stays(spelled):
+    assert spelled["avg"].pooling_param.pool == pb.PoolingParameter.AVE
+    assert spelled["avg_padded"].pooling_param.pool == pb.PoolingParameter.AVE_EXC_PAD
+
+
+@pytest.mark.pycaffe
+def test_real_caffe_runs_the_spelled_depthwise_net(tmp_path):
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.verify import run_reference
+
+    path = tmp_path / "dw.prototxt"
+    path.write_text(NET.split('layer { name: "lopsided"')[0])
+    net = attach_seeded_weights(load_net(path))
+    x = np.random.default_rng(0).normal(size=(1, 4, 9, 9)).astype(np.float32)
+    got = run_reference(net, {"data": x}, ["dw"], "caffe")["dw"]
+    weights, bias = net.layer("dw").weights
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (1, 1)))
+    expected = np.zeros((1, 4, 11, 9), np.float32)
+    for c in range(4):
+        for i in range(11):
+            for j in range(9):
+                expected[0, c, i, j] = (padded[0, c, i:i + 3, j:j + 3] * weights[c, 0]).sum() + bias[c]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
