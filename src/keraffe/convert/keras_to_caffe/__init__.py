@@ -121,7 +121,12 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
 
     load_handlers()
     chosen = get_target(target)
-    check_supported(model, chosen)
+    try:
+        check_supported(model, chosen)
+        unsupported = None
+    except UnsupportedLayerError as error:
+        # Still convert the rest, so one error lists these classes and every layer that cannot be exact.
+        unsupported = error
     ctx = KerasToCaffeContext(chosen, batch_size)
     ctx.net.name = model.name
     sequence_model = any(operation_kind(op) in ONE_D_LAYERS for event, op, _ in walk(model) if event == "call")
@@ -150,7 +155,7 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
                     ctx.alias(outer, ctx.value(inner_output, allow_pending=True))
             stack.pop()
             continue
-        if any(id(t) in failed for t in node.input_tensors):
+        if any(id(t) in failed for t in node.input_tensors) or operation_kind(operation) not in HANDLERS:
             failed.update(id(t) for t in node.outputs)
             continue
         try:
@@ -160,10 +165,12 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
             if problem not in problems:  # a nested model called twice refuses its layer once
                 problems.append(problem)
             failed.update(id(t) for t in node.outputs)
-    if problems:
-        raise ConversionError(
-            f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n" + "\n".join(problems)
-        )
+    if unsupported is not None or problems:
+        parts = [str(unsupported)] if unsupported is not None else []
+        if problems:
+            parts.append(f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n"
+                         + "\n".join(problems))
+        raise (UnsupportedLayerError if unsupported is not None else ConversionError)("\n".join(parts))
     ctx.map.inputs = [ctx.value(t).blob for t in model.inputs]
     ctx.map.outputs = [ctx.value(t).blob for t in model.outputs]
     return CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
