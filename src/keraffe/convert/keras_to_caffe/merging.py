@@ -12,9 +12,18 @@ from keraffe.errors import ConversionError
 
 
 def _broadcast_axis(big, small) -> tuple[int, tuple[int, ...]] | None:
-    """Where a smaller blob's non-unit axes sit inside a bigger one (Caffe's Scale/Bias rule)."""
+    """Where a smaller blob's non-unit axes sit inside a bigger one (Caffe's Scale/Bias rule).
+
+    Keras' operands are per sample: when the smaller blob's other axes follow
+    the batch axis, the batch axis is kept (Scale/Bias at axis 0, the Reshape
+    keeping the batch as 0), so the net stays right at any batch size, not
+    only the batch of one it is written with.
+    """
     shape = list(small.shape)
     dims = [i for i, d in enumerate(shape) if d != 1]
+    inner = [i for i in dims if i != 0]
+    if inner == list(range(1, len(inner) + 1)):
+        dims = [0] + inner
     if not dims:
         return None
     first, last = dims[0], dims[-1]
