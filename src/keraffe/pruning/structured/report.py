@@ -62,9 +62,12 @@ class StructuredReport:
         return "\n".join(lines) + "\n"
 
 
-def keras_file_bytes(model, directory: Path) -> int:
-    path = Path(directory) / f"{model.name}.keras"
-    model.save(path)
+def keras_file_bytes(model, directory: Path, label: str = "model") -> int:
+    """Size of the model saved as .keras, without optimizer state (a compiled model would carry its slots)."""
+    from keraffe.pruning.structured.rebuild import copy_model
+
+    path = Path(directory) / f"{label}.keras"
+    copy_model(model).save(path)
     return path.stat().st_size
 
 
@@ -109,9 +112,9 @@ def structured_report(before, after, *, latency: bool = True, threads: int = 1, 
             seconds = alternating_latency(exports, rounds=rounds, repeats=repeats, threads=threads)
             timed = [statistics.median(s) * 1000.0 for s in seconds]
         measurements = []
-        for model, export, ms in zip((before, after), exports, timed):
+        for model, export, ms, label in zip((before, after), exports, timed, ("before", "after")):
             caffemodel = None if isinstance(export, str) else Path(export[1]).stat().st_size
             note = export if isinstance(export, str) else ""
             measurements.append(ModelMeasurements(int(model.count_params()), model_macs(model),
-                                                  keras_file_bytes(model, directory), caffemodel, ms, note))
+                                                  keras_file_bytes(model, directory, label), caffemodel, ms, note))
     return StructuredReport(measurements[0], measurements[1], threads if latency else None)
