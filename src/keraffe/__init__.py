@@ -29,9 +29,9 @@ def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TE
     record of which Keras tensor holds which Caffe blob in which layout.
     """
     from keraffe.caffe.net import load_net
-    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.convert.caffe_to_keras import check_supported, convert_net
 
-    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages)
+    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported)
     model, tensor_map = convert_net(net)
     model.keraffe_tensor_map = tensor_map
     return model

@@ -43,6 +43,12 @@ def _inputs(**shapes):
 
 
 CASES = [
+    # ---------------------------------------------------------------- MVN: legacy 4-D top
+    Case("mvn_rank2_padded_to_4d", _inputs(x=(2, 5)),
+         'layer { name: "{p}m" type: "MVN" bottom: "{p}x" top: "{p}y" mvn_param { across_channels: true } }',
+         {"y": (2, 5, 1, 1)}),
+    Case("mvn_rank3_padded_to_4d", _inputs(x=(2, 3, 6)),
+         'layer { name: "{p}m" type: "MVN" bottom: "{p}x" top: "{p}y" }', {"y": (2, 3, 6, 1)}),
     # ---------------------------------------------------------------- pooling
     Case("pool_ceil_default", _inputs(x=(1, 4, 112, 112)),
          'layer { name: "{p}pool" type: "Pooling" bottom: "{p}x" top: "{p}y" '
@@ -380,6 +386,9 @@ BAD_CASES = [
     BadCase("pool_too_small_input", _inputs(x=(1, 1, 2, 2)),
             'layer { name: "{p}p" type: "Pooling" bottom: "{p}x" top: "{p}y" '
             "pooling_param { kernel_size: 3 stride: 1 round_mode: FLOOR } }", "too small", ""),
+    BadCase("mvn_rank5", _inputs(x=(1, 2, 3, 4, 5)),
+            'layer { name: "{p}m" type: "MVN" bottom: "{p}x" top: "{p}y" }', "cannot take 5 axes",
+            "Cannot use legacy accessors"),
 ]
 
 

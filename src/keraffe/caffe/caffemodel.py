@@ -397,7 +397,10 @@ def _blob_parts(array: np.ndarray | Blob) -> tuple[bytes, memoryview, bytes]:
     rewritten file one that Caffe refuses to load.
     """
     legacy = isinstance(array, Blob) and array.legacy and array.data.ndim == 4
-    data = np.ascontiguousarray(array.data if isinstance(array, Blob) else array, dtype="<f4")
+    source = np.asarray(array.data if isinstance(array, Blob) else array)
+    # ascontiguousarray makes a 0-d array 1-d; Caffe compares shapes exactly, and a shared PReLU
+    # slope or a Scale with num_axes 0 holds a 0-axis blob.
+    data = np.ascontiguousarray(source, dtype="<f4").reshape(source.shape)
     before = bytearray()
     if legacy:
         for field, dim in zip(_BLOB_LEGACY_DIMS, data.shape):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -121,12 +121,17 @@ def load_net(
     stages: Sequence[str] = (),
     level: int = 0,
     infer_shapes: bool = True,
+    check_types: Callable[["CaffeNet"], None] | None = None,
 ) -> CaffeNet:
     """Read a prototxt (and weights) into a deploy :class:`CaffeNet`.
 
     ``input_shapes`` sets the shape of the net's inputs: one shape for a net
     with one input, or a mapping from input blob name to shape. A train/val net
     needs it, since its data layers only know their shape at training time.
+
+    ``check_types`` replaces the check that every layer type has a shape rule,
+    run before shape inference; a converter passes one that also asks for its
+    own handlers, so that a user learns every missing type from one error.
     """
     source = str(prototxt)
     raw = read_prototxt(prototxt)
@@ -142,7 +147,7 @@ def load_net(
     nodes, inputs, outputs = _build_graph(net, source, excluded_producers, phase)
     result = CaffeNet(net.name, source, nodes, {}, inputs, outputs, notes, _shared_params(net))
     if infer_shapes:
-        _check_known_types(result, source)
+        (check_types or check_known_types)(result)
         _infer_shapes(result)
     if weights is not None:
         loaded = weights if isinstance(weights, CaffeWeights) else read_weights(weights)
@@ -326,25 +331,31 @@ def _shared_params(net: pb.NetParameter) -> dict[tuple[str, int], tuple[str, int
     return shared
 
 
-def _check_known_types(net: CaffeNet, source: str) -> None:
+def check_known_types(net: "CaffeNet") -> None:
+    """Raise one error naming every layer whose type has no shape rule (Python layers included)."""
+    refuse_layer_types(net, lambda node: node.type != "Python" and has_rule(node.type), "does not know")
+
+
+def refuse_layer_types(net: "CaffeNet", accepted: Callable[["LayerNode"], bool], verb: str) -> None:
+    """Raise one UnsupportedLayerError listing, by type, every layer ``accepted`` refuses.
+
+    Python layers are listed with the module and class they run, since those
+    say what the layer is; keraffe can never read user Python code.
+    """
     missing: dict[str, list[str]] = {}
-    python_layers: list[str] = []
     for node in net.layers:
         if node.type == "Python":
-            python_layers.append(f"'{node.name}' ({node.param.python_param.module}.{node.param.python_param.layer})")
-        elif not has_rule(node.type):
-            missing.setdefault(node.type, []).append(node.name)
-    if not missing and not python_layers:
+            python = node.param.python_param
+            missing.setdefault("Python", []).append(f"'{node.name}' ({python.module}.{python.layer})")
+        elif not accepted(node):
+            missing.setdefault(node.type, []).append(f"'{node.name}'")
+    if not missing:
         return
-    lines = [f"{source}: {len(missing) + bool(python_layers)} layer type(s) keraffe does not know:"]
+    lines = [f"{net.source}: {len(missing)} layer type(s) keraffe {verb}:"]
     for type_name, layer_names in sorted(missing.items()):
-        shown = ", ".join(f"'{n}'" for n in layer_names[:5]) + (" ..." if len(layer_names) > 5 else "")
-        lines.append(f"  {type_name}: {len(layer_names)} layer(s): {shown}")
-    if python_layers:
-        lines.append(
-            f"  Python: {len(python_layers)} layer(s) running user Python code that keraffe cannot read: "
-            + ", ".join(python_layers[:5])
-        )
+        shown = ", ".join(layer_names[:5]) + (" ..." if len(layer_names) > 5 else "")
+        what = " running user Python code that keraffe cannot read" if type_name == "Python" else ""
+        lines.append(f"  {type_name}: {len(layer_names)} layer(s){what}: {shown}")
     raise UnsupportedLayerError("\n".join(lines))
 
 

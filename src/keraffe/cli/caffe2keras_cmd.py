@@ -26,12 +26,13 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from keraffe.caffe.net import load_net
-    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.convert.caffe_to_keras import check_supported, convert_net
     from keraffe.files import refuse_overwriting_input
     from keraffe.keras_io import save_keras_model
 
     refuse_overwriting_input(args.output, args.prototxt, args.weights)
-    net = load_net(args.prototxt, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage)
+    net = load_net(args.prototxt, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage,
+                   check_types=check_supported)
     model, tensor_map = convert_net(net)
     save_keras_model(model, args.output)
     kinds = Counter(type(layer).__name__ for layer in model.layers)

@@ -42,11 +42,8 @@ CASES = [
     # In place after a convolution, as nearly every Caffe net writes it.
     Case("relu_in_place", IMAGE, CONV + unary("ReLU", bottom="c", top="c")),
     Case("prelu", IMAGE, unary("PReLU"), check=keras_class("PReLU")),
-    Case("prelu_channel_shared", IMAGE, unary("PReLU", "prelu_param { channel_shared: true }"), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason=(
-             "keraffe's caffemodel writer stores Caffe's 0-axis blob (the shared PReLU slope) with shape (1,): "
-             "np.ascontiguousarray in caffemodel._blob_parts makes 0-d arrays 1-d, and Caffe refuses to copy "
-             "it ('shape mismatch. Source param shape is 1 (1); target param shape is (1)')")),)),
+    # Caffe's shared slope is a 0-axis blob, which the caffemodel writer must keep 0-axis.
+    Case("prelu_channel_shared", IMAGE, unary("PReLU", "prelu_param { channel_shared: true }"), alone=True),
     Case("prelu_rank2", FLAT, unary("PReLU")),
     Case("prelu_rank3", inputs(x=(2, 4, 5)), unary("PReLU")),
     # A flattened image: one slope per flattened element, in Caffe's C, H, W order.
@@ -148,10 +145,7 @@ def test_relu6_flag_reaches_the_cap(tmp_path):
 
 @pytest.mark.parametrize("shape", [(2, 3, 5, 4), (2, 7)], ids=["image", "rank2"])
 def test_prelu_channel_shared_matches_numpy_reference(shape, tmp_path):
-    """Caffe's PReLU with one shared slope: y = max(x, 0) + a * min(x, 0) (prelu_layer.cpp).
-
-    Real Caffe cannot check this while keraffe's writer mangles 0-axis blobs (see the xfail above).
-    """
+    """Caffe's PReLU with one shared slope: y = max(x, 0) + a * min(x, 0) (prelu_layer.cpp)."""
     case = Case("prelu_shared", inputs(x=shape), unary("PReLU", "prelu_param { channel_shared: true }"))
     _, net, values, outputs = convert_case(case, tmp_path)
     slope = float(np.asarray(net.layer("prelu_shared__act").weights[0]).reshape(()))

@@ -119,10 +119,6 @@ def test_unknown_and_python_layers_listed_in_one_error(tmp_path):
                      r"\(rpn\.proposal_layer\.ProposalLayer\)", message), message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "keraffe.caffe_to_keras runs load_net first, whose check lists only the types without a shape rule "
-    "(and Python layers); types that have a shape rule but no converter (Reorg, Squeeze) are only "
-    "reported by a second error once those are gone"))
 def test_every_missing_type_listed_in_one_error(tmp_path):
     message = _error(tmp_path, NO_HANDLER + UNKNOWN)
     for type_name in ("FooBar", "ROIPooling", "Python", "Reorg", "Squeeze"):

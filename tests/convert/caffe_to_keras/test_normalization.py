@@ -19,12 +19,6 @@ from ._harness import (Batch, Case, assert_case, assert_close, build_net, classe
 
 IMAGE = inputs(x=(2, 3, 5, 4))
 
-#: keraffe's caffemodel writer turns Caffe's 0-axis blobs into shape (1,) (np.ascontiguousarray in
-#: keraffe.caffe.caffemodel._blob_parts), and Caffe refuses to load them: shared Normalize scales,
-#: Scale/Bias with num_axes 0. The conversion itself is checked against numpy below.
-ZERO_AXIS_BLOB = pytest.mark.xfail(strict=True, reason=(
-    "keraffe's caffemodel writer stores a 0-axis blob with shape (1,) (np.ascontiguousarray in "
-    "caffemodel._blob_parts); Caffe refuses it: 'Source param shape is 1 (1); target param shape is (1)'"))
 
 
 def layer(type_name: str, param: str = "", bottom: str = "x", top: str = "y", name: str = "l") -> str:
@@ -90,8 +84,7 @@ CASES = [
     Case("scale_axis1_all_axes", IMAGE, layer("Scale", "scale_param { axis: 1 num_axes: -1 bias_term: true }")),
     Case("scale_axis_minus1", IMAGE, layer("Scale", "scale_param { axis: -1 }")),
     Case("scale_axis1_num_axes2", IMAGE, layer("Scale", "scale_param { axis: 1 num_axes: 2 }")),
-    Case("scale_num_axes0", IMAGE, layer("Scale", "scale_param { num_axes: 0 bias_term: true }"), alone=True,
-         marks=(ZERO_AXIS_BLOB,)),
+    Case("scale_num_axes0", IMAGE, layer("Scale", "scale_param { num_axes: 0 bias_term: true }"), alone=True),
     Case("scale_rank2", inputs(x=(2, 6)), layer("Scale", "scale_param { bias_term: true }")),
     Case("scale_rank3_axis2", inputs(x=(2, 3, 5)), layer("Scale", "scale_param { axis: 2 }")),
     Case("scale_after_flatten", IMAGE, FLATTEN + layer("Scale", "scale_param { bias_term: true }", bottom="f")),
@@ -120,7 +113,7 @@ CASES = [
     Case("bias_channel", IMAGE, layer("Bias")),
     Case("bias_axis2_num_axes2", IMAGE, layer("Bias", "bias_param { axis: 2 num_axes: 2 }")),
     Case("bias_rank2", inputs(x=(2, 6)), layer("Bias")),
-    Case("bias_num_axes0", IMAGE, layer("Bias", "bias_param { num_axes: 0 }"), alone=True, marks=(ZERO_AXIS_BLOB,)),
+    Case("bias_num_axes0", IMAGE, layer("Bias", "bias_param { num_axes: 0 }"), alone=True),
     Case("bias_two_bottoms", inputs(x=(2, 4, 5, 3), s=(2, 4)),
          'layer { name: "{p}l" type: "Bias" bottom: "{p}x" bottom: "{p}s" top: "{p}y" bias_param { axis: 0 } }'),
     Case("bias_two_bottoms_nch", inputs(x=(2, 4, 5, 3), s=(2, 4, 5)),
@@ -138,17 +131,15 @@ CASES = [
     Case("mvn_mean_only", IMAGE, layer("MVN", "mvn_param { normalize_variance: false }")),
     Case("mvn_eps", IMAGE, layer("MVN", "mvn_param { eps: 0.5 }")),
     # Caffe's MVN reshapes its top with the legacy 4-D accessors: (N, C, L) in, (N, C, L, 1) out.
-    Case("mvn_rank3", inputs(x=(2, 3, 6)), layer("MVN"), alone=True, marks=(pytest.mark.xfail(strict=True, reason=(
-        "keraffe's shape rule gives MVN's top the bottom's shape (2, 3, 6); Caffe's MVNLayer::Reshape uses "
-        "num(), channels(), height(), width(), so its top is (2, 3, 6, 1)")),)),
+    Case("mvn_rank3", inputs(x=(2, 3, 6)), layer("MVN"), alone=True),
+    Case("mvn_rank3_across_channels", inputs(x=(2, 3, 6)), layer("MVN", "mvn_param { across_channels: true }"),
+         alone=True),
     # ---------------------------------------------------------------- SSD's Normalize
     Case("normalize_ssd", IMAGE, layer("Normalize", "norm_param { across_spatial: false channel_shared: false }")),
     Case("normalize_across_spatial_shared", IMAGE,
-         layer("Normalize", "norm_param { across_spatial: true channel_shared: true }"), alone=True,
-         marks=(ZERO_AXIS_BLOB,)),
+         layer("Normalize", "norm_param { across_spatial: true channel_shared: true }"), alone=True),
     Case("normalize_shared_eps", IMAGE,
-         layer("Normalize", "norm_param { across_spatial: false channel_shared: true eps: 0.5 }"), alone=True,
-         marks=(ZERO_AXIS_BLOB,)),
+         layer("Normalize", "norm_param { across_spatial: false channel_shared: true eps: 0.5 }"), alone=True),
     Case("normalize_across_spatial_per_channel", IMAGE,
          layer("Normalize", "norm_param { across_spatial: true channel_shared: false }")),
 ]

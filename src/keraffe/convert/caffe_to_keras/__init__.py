@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from keraffe.caffe.net import CaffeNet, LayerNode
-from keraffe.convert.registry import Registry
+from keraffe.caffe.net import CaffeNet, LayerNode, refuse_layer_types
+from keraffe.caffe.shapes import has_rule
 from keraffe.errors import UnsupportedLayerError
+from keraffe.convert.registry import Registry
 
 Handler = Callable[["CaffeToKerasContext", LayerNode], None]  # noqa: F821
 
@@ -35,20 +36,13 @@ def load_handlers() -> Registry[Handler]:
 
 
 def check_supported(net: CaffeNet) -> None:
-    """Raise one error that lists every layer type of the net without a handler."""
+    """Raise one error that lists every layer type of the net keraffe cannot convert to Keras.
+
+    Passed to :func:`keraffe.caffe.net.load_net` as ``check_types``, so types
+    without a shape rule and types without a handler come in the same error.
+    """
     load_handlers()
-    missing: dict[str, list[str]] = {}
-    for node in net.layers:
-        if node.type not in HANDLERS:
-            missing.setdefault(node.type, []).append(node.name)
-    if not missing:
-        return
-    lines = [f"{net.source}: cannot convert {len(missing)} layer type(s) to Keras:"]
-    for type_name, names in sorted(missing.items()):
-        shown = ", ".join(f"'{n}'" for n in names[:5]) + (" ..." if len(names) > 5 else "")
-        what = " (runs user Python code, which keraffe cannot convert)" if type_name == "Python" else ""
-        lines.append(f"  {type_name}{what}: {len(names)} layer(s): {shown}")
-    raise UnsupportedLayerError("\n".join(lines))
+    refuse_layer_types(net, lambda node: has_rule(node.type) and node.type in HANDLERS, "cannot convert to Keras")
 
 
 def model_outputs(net: CaffeNet):

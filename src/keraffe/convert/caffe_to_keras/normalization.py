@@ -216,8 +216,16 @@ def mvn(ctx, node):
     axes = tuple(sorted(value.layout.keras_axis(a) for a in caffe_axes))
     if not axes:
         raise ConversionError(f"layer '{node.name}' (MVN) on a {rank}-axis blob has nothing to normalise over")
-    layer = keras_layers.MVN(axes, p.normalize_variance, p.eps, name=ctx.blob_name(node))
-    ctx.emit(node, 0, layer(value.tensor), value.layout)
+    if rank == 4:
+        layer = keras_layers.MVN(axes, p.normalize_variance, p.eps, name=ctx.blob_name(node))
+        ctx.emit(node, 0, layer(value.tensor), value.layout)
+        return
+    # Caffe's top is the input padded to 4 axes with ones (N, C, L) -> (N, C, L, 1).
+    x = ctx.input(node, 0, identity(rank))
+    normalised = keras_layers.MVN(tuple(caffe_axes), p.normalize_variance, p.eps,
+                                  name=ctx.blob_name(node) + "_mvn")(x)
+    out_shape = tuple(ctx.out_shape(node))
+    ctx.emit(node, 0, keras.layers.Reshape(out_shape[1:], name=ctx.blob_name(node))(normalised), identity(4))
 
 
 @caffe_layer("Normalize")
