@@ -171,7 +171,7 @@ def test_failed_caffemodel_write_leaves_no_new_file(small, tmp_path, monkeypatch
     target = tmp_path / "new.caffemodel"
     monkeypatch.setattr(caffemodel_module, "iter_caffemodel_chunks",
                         _failing_chunks(caffemodel_module.iter_caffemodel_chunks, 2, OSError(28, "No space left")))
-    with pytest.raises(OSError):
+    with pytest.raises(KeraffeError, match="No space left"):
         write_caffemodel(target, net.to_net_parameter(), weights)
     assert not target.exists() and _temp_files(tmp_path) == []
 
@@ -189,7 +189,7 @@ def test_failed_fsync_keeps_the_old_prototxt(small, tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files_module.os, "fsync", no_space)
-    with pytest.raises(OSError):
+    with pytest.raises(KeraffeError, match="No space left"):
         write_prototxt(target, renamed)
     assert target.read_bytes() == old
     assert _temp_files(tmp_path) == []
@@ -249,3 +249,17 @@ def test_read_back_after_atomic_write(small, tmp_path):
     read = read_weights(target)
     for name, arrays in weights.items():
         assert all(np.array_equal(a, b) for a, b in zip(read.arrays()[name], arrays))
+
+
+def test_disputed_defaults_are_written_out():
+    """Fields whose default differs between forks are written even at keraffe's default."""
+    from keraffe.caffe.prototxt import format_prototxt, parse_prototxt
+
+    net = parse_prototxt(
+        'layer { name: "p" type: "PriorBox" bottom: "f" bottom: "d" top: "p" prior_box_param { min_size: 30 } }\n'
+        'layer { name: "u" type: "Upsample" bottom: "x" top: "u" }\n'
+        'layer { name: "v" type: "Upsample" bottom: "x" top: "v" upsample_param { upsample_h: 4 upsample_w: 4 } }\n')
+    again = {layer.name: layer for layer in parse_prototxt(format_prototxt(net)).layer}
+    assert again["p"].prior_box_param.HasField("clip") and not again["p"].prior_box_param.clip
+    assert again["u"].upsample_param.HasField("scale") and again["u"].upsample_param.scale == 2
+    assert not again["v"].upsample_param.HasField("scale")

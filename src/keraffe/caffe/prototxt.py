@@ -72,9 +72,30 @@ def format_prototxt(net: pb.NetParameter, dialect: Dialect = Dialect.BVLC, heade
         del layer.blobs[:]
         if layer.HasField("pooling_param"):
             _spell_rounding(layer.pooling_param, dialect)
+        _write_disputed_defaults(layer)
     text = text_format.MessageToString(message, use_short_repeated_primitives=False)
     comments = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     return comments + text
+
+
+#: Fields whose default differs between Caffe forks, by layer type: keraffe writes them even when
+#: they hold keraffe's default, so no runtime reads the other fork's (SSD's PriorBox clip is false,
+#: OpenCV's and brocolli's true; SegNet's Upsample scale is 2, brocolli's 1).
+DISPUTED_DEFAULTS = {
+    "PriorBox": ("prior_box_param", "clip"),
+    "Upsample": ("upsample_param", "scale"),
+}
+
+
+def _write_disputed_defaults(layer: pb.LayerParameter) -> None:
+    if layer.type not in DISPUTED_DEFAULTS:
+        return
+    param_name, field = DISPUTED_DEFAULTS[layer.type]
+    param = getattr(layer, param_name)
+    if param_name == "upsample_param" and any(
+            param.HasField(f"{kind}_h") and param.HasField(f"{kind}_w") for kind in ("scale", "upsample")):
+        return  # both sizes are given another way; a scale would only add noise
+    setattr(param, field, getattr(param, field))
 
 
 def _spell_rounding(param: pb.PoolingParameter, dialect: Dialect) -> None:
