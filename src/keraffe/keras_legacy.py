@@ -78,7 +78,12 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
             )
         layer_configs = config["config"] if isinstance(config["config"], list) else config["config"]["layers"]
         layers, input_shape = _translate(path, layer_configs, version)
-        model = keras.Sequential([keras.Input(shape=input_shape)] + layers, name=path.stem)
+        if not layers:
+            raise KeraffeError(f"{path}: the Keras {version} Sequential model has no layers")
+        # Keras 2 named a Sequential model's input "<first layer>_input"; a fixed name (not Keras 3's
+        # session-unique "input_layer_N") keeps the Caffe input, and tensor maps, the same on every load.
+        inputs = keras.Input(shape=input_shape, name=f"{layers[0].name}_input")
+        model = keras.Sequential([inputs] + layers, name=path.stem)
         weights_group = handle["model_weights"] if "model_weights" in handle else handle
         for layer in model.layers:
             if not layer.weights:
