@@ -27,21 +27,71 @@ def load_keras_model(path: str | os.PathLike):
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
         text = str(error)
-        if "Lambda" in text or "lambda" in text or "safe_mode" in text:
-            raise KeraffeError(
-                f"{path}: the model holds a Lambda layer, i.e. arbitrary Python code stored in the file; "
-                "keraffe loads models with Keras' safe_mode and never runs such code. Replace the Lambda "
-                "with standard layers (or keraffe's) and save again"
-            ) from None
+        lambdas = _stored_lambdas(path)
+        if "Lambda" in text or "lambda" in text or "safe_mode" in text or lambdas:
+            raise _lambda_error(path, lambdas) from None
         legacy = _try_legacy(path, error)
         if legacy is not None:
             return legacy
         raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(text)}") from None
     except (OSError, TypeError, KeyError) as error:
+        lambdas = _stored_lambdas(path)
+        if lambdas:
+            raise _lambda_error(path, lambdas) from None
         legacy = _try_legacy(path, error)
         if legacy is not None:
             return legacy
         raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(str(error))}") from None
+
+
+def _lambda_error(path: Path, names: list[str]) -> KeraffeError:
+    named = f" ({', '.join(repr(n) for n in names)})" if names else ""
+    return KeraffeError(
+        f"{path}: the model holds a Lambda layer{named}, i.e. arbitrary Python code stored in the file; "
+        "keraffe loads models with Keras' safe_mode and never runs such code. Replace the Lambda "
+        "with standard layers (or keraffe's) and save again"
+    )
+
+
+def _stored_lambdas(path: Path) -> list[str]:
+    """Names of the Lambda layers in the file's stored architecture, read as JSON (nothing deserialised).
+
+    Keras' own error does not always say Lambda: one that wraps a named Python
+    function fails with "could not be deserialized" or "Could not locate
+    function", and a Keras 1/2 file fails before Keras reads its layers.
+    """
+    import json
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            import h5py
+
+            with h5py.File(path, "r") as handle:
+                raw = handle.attrs.get("model_config")
+                if raw is None:
+                    return []
+                config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except Exception:  # noqa: BLE001 - not a readable model file: Keras' own error says why
+        return []
+    names: list[str] = []
+
+    def visit(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                settings = node.get("config")
+                names.append(str(settings.get("name", "?")) if isinstance(settings, dict) else "?")
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(config)
+    return names
 
 
 def _try_legacy(path: Path, error: Exception):

@@ -26,7 +26,7 @@ layer { name: "avg_padded" type: "Pooling" bottom: "lopsided" top: "avg_padded"
 def spelled(tmp_path):
     path = tmp_path / "forks.prototxt"
     path.write_text(NET)
-    return {layer.name: layer for layer in bvlc_spelling(load_net(path)).layer}
+    return {layer.name: layer for layer in bvlc_spelling(load_net(path))[0].layer}
 
 
 def test_depthwise_alias_becomes_grouped_convolution(spelled):
@@ -70,3 +70,61 @@ def test_real_caffe_runs_the_spelled_depthwise_net(tmp_path):
             for j in range(9):
                 expected[0, c, i, j] = (padded[0, c, i:i + 3, j:j + 3] * weights[c, 0]).sum() + bias[c]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+AXPY_NET = """
+name: "se"
+input: "x"
+input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }
+input: "a"
+input_shape { dim: 2 dim: 3 dim: 1 dim: 1 }
+input: "y"
+input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }
+layer { name: "axpy" type: "Axpy" bottom: "a" bottom: "x" bottom: "y" top: "out" }
+"""
+
+
+@pytest.mark.pycaffe
+def test_real_caffe_runs_axpy_spelled_as_scale_and_sum(tmp_path):
+    from keraffe.verify import run_reference
+
+    path = tmp_path / "se.prototxt"
+    path.write_text(AXPY_NET)
+    net = load_net(path)
+    assert [layer.type for layer in bvlc_spelling(net)[0].layer][-3:] == ["Flatten", "Scale", "Eltwise"]
+    rng = np.random.default_rng(0)
+    values = {"x": rng.normal(size=(2, 3, 4, 5)), "a": rng.normal(size=(2, 3, 1, 1)), "y": rng.normal(size=(2, 3, 4, 5))}
+    values = {k: v.astype(np.float32) for k, v in values.items()}
+    got = run_reference(net, values, ["out"], "caffe")["out"]
+    np.testing.assert_allclose(got, values["a"] * values["x"] + values["y"], rtol=1e-6, atol=1e-6)
+
+
+FORK_BN_AND_INTERP = """
+name: "psp"
+input: "x"
+input_shape { dim: 1 dim: 3 dim: 7 dim: 6 }
+layer { name: "bn" type: "BN" bottom: "x" top: "bn" bn_param { eps: 0.001 } }
+layer { name: "bn_inplace" type: "BN" bottom: "bn" top: "bn" }
+layer { name: "up" type: "Interp" bottom: "bn" top: "up" interp_param { height: 13 width: 9 } }
+layer { name: "cropped" type: "Interp" bottom: "bn" top: "cropped" interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 } }
+layer { name: "segnet_bn" type: "BN" bottom: "up" top: "segnet" bn_param { bn_mode: INFERENCE } }
+"""
+
+
+@pytest.mark.pycaffe
+@pytest.mark.parametrize("runtime", ["caffe", "opencv"])
+def test_fork_bn_and_interp_spelled_for_runtimes_match_keraffe(runtime, tmp_path):
+    """Real Caffe lacks BN and Interp; their BVLC spellings compute what keraffe's conversion does."""
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.verify import verify
+
+    path = tmp_path / "psp.prototxt"
+    path.write_text(FORK_BN_AND_INTERP)
+    net = load_net(path)
+    attach_seeded_weights(net, seed=3)
+    net.layer("segnet_bn").weights = net.layer("segnet_bn").weights[:2]
+    model, tmap = convert_net(net)
+    report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=tmap)
+    assert all(row.ok for row in report.layers), [(r.caffe_tensor, r.rel) for r in report.layers]
+    assert {r.caffe_tensor for r in report.layers} >= {"up", "cropped", "segnet"}

@@ -1,41 +1,66 @@
-"""Fork layer types that are BVLC layers under another name, spelled the BVLC way.
+"""Fork layers spelled with BVLC layers, for the runtimes that judge keraffe (real Caffe, OpenCV).
 
-MobileNet-YOLO's DepthwiseConvolution and ShuffleNet's ConvolutionDepthwise
-compute what BVLC's grouped Convolution computes with one group per input
-channel. Forks that pad each side on its own (``pad_l``, ``pad_r``, ``pad_t``,
-``pad_b``) mean BVLC's ``pad_h``/``pad_w`` when opposite sides agree, and an
-``AVE_EXC_PAD`` pooling without padding is BVLC's AVE (which already leaves out
-a window's overrun past the image). Runtimes
-that lack the fork names (real Caffe, OpenCV) run the BVLC spelling; keraffe
-writes it when it hands a net to them.
+keraffe verifies a conversion by running the Caffe net in an independent
+runtime. The Caffe keraffe builds for that (and OpenCV) lack some fork layer
+types that real nets use, so each of those is handed over as BVLC layers that
+compute the same thing:
+
+- MobileNet-YOLO's DepthwiseConvolution and ShuffleNet's ConvolutionDepthwise
+  are BVLC's grouped Convolution with one group per input channel.
+- Side pads (``pad_l``, ``pad_r``, ``pad_t``, ``pad_b``) are BVLC's ``pad_h``
+  and ``pad_w`` when opposite sides agree.
+- ``AVE_EXC_PAD`` pooling without padding is BVLC's AVE, which already leaves
+  out a window's overrun past the image.
+- SENet's Axpy(a, x, y) = a * x + y is a Flatten of ``a``, a two-bottom Scale
+  and an Eltwise sum.
+- PSPNet's BN (slope, bias, mean, variance) is BatchNorm then Scale; SegNet's
+  BN in inference mode (scale, shift) is a Scale.
+- Interp, align-corners bilinear resizing, is a linear map along each spatial
+  axis: an InnerProduct over the width, a Permute, one over the height, and a
+  Permute back, with the interpolation weights as the InnerProduct weights.
+
+Every rewrite keeps the original layer's name on the layer that produces the
+original top, so a runtime's blobs are asked for by the same names.
 """
 
 from __future__ import annotations
 
-from keraffe.caffe.net import CaffeNet
+import numpy as np
+
+from keraffe.caffe.net import CaffeNet, LayerNode
 from keraffe.caffe.proto import caffe_pb2 as pb
 
 DEPTHWISE_ALIASES = frozenset({"DepthwiseConvolution", "ConvolutionDepthwise"})
 
+Weights = dict[str, list[np.ndarray]]
 
-def bvlc_spelling(net: CaffeNet) -> pb.NetParameter:
-    """The net's deploy NetParameter with fork aliases of BVLC layers renamed."""
-    from keraffe.caffe.shapes.conv import conv_geometry
 
-    result = net.to_net_parameter()
-    for node, layer in zip(net.layers, result.layer):
-        if node.type in DEPTHWISE_ALIASES:
-            geometry = conv_geometry(node.param, net.shapes[node.inputs[0]])
-            layer.type = "Convolution"
-            layer.convolution_param.group = geometry.group
-            layer.convolution_param.num_output = geometry.num_output
-        for param in (layer.convolution_param, layer.pooling_param):
-            _symmetric_pads_the_bvlc_way(param)
-        pool = layer.pooling_param
-        if node.type == "Pooling" and pool.pool == pb.PoolingParameter.AVE_EXC_PAD and not (
-                pool.pad or pool.pad_h or pool.pad_w or pool.pad_l or pool.pad_r or pool.pad_t or pool.pad_b):
-            pool.pool = pb.PoolingParameter.AVE
-    return result
+def bvlc_spelling(net: CaffeNet) -> tuple[pb.NetParameter, Weights]:
+    """The net's deploy NetParameter and weights with fork layers spelled as BVLC layers."""
+    source = net.to_net_parameter()
+    weights = dict(net.weight_arrays())
+    result = pb.NetParameter()
+    result.CopyFrom(source)
+    del result.layer[:]
+    for node, layer in zip(net.layers, source.layer):
+        spelled = _SPELLINGS.get(node.type)
+        if spelled is not None:
+            done = spelled(net, node, layer, weights, result)
+            if done:
+                continue
+        copy = result.layer.add()
+        copy.CopyFrom(layer)
+        _tidy_params(node, copy)
+    return result, weights
+
+
+def _tidy_params(node: LayerNode, layer: pb.LayerParameter) -> None:
+    for param in (layer.convolution_param, layer.pooling_param):
+        _symmetric_pads_the_bvlc_way(param)
+    pool = layer.pooling_param
+    if node.type == "Pooling" and pool.pool == pb.PoolingParameter.AVE_EXC_PAD and not (
+            pool.pad or pool.pad_h or pool.pad_w or pool.pad_l or pool.pad_r or pool.pad_t or pool.pad_b):
+        pool.pool = pb.PoolingParameter.AVE
 
 
 def _symmetric_pads_the_bvlc_way(param) -> None:
@@ -49,3 +74,102 @@ def _symmetric_pads_the_bvlc_way(param) -> None:
         param.ClearField(side)
     param.ClearField("pad")
     param.pad_h, param.pad_w = top, left
+
+
+def _depthwise(net, node, layer, weights, result) -> bool:
+    from keraffe.caffe.shapes.conv import conv_geometry
+
+    geometry = conv_geometry(node.param, net.shapes[node.inputs[0]])
+    copy = result.layer.add()
+    copy.CopyFrom(layer)
+    copy.type = "Convolution"
+    copy.convolution_param.group = geometry.group
+    copy.convolution_param.num_output = geometry.num_output
+    _tidy_params(node, copy)
+    return True
+
+
+def _axpy(net, node, layer, weights, result) -> bool:
+    scale, x, y = layer.bottom
+    flat = result.layer.add(name=f"{layer.name}/scale_flat", type="Flatten", bottom=[scale],
+                            top=[f"{layer.name}/scale_flat"])
+    scaled = result.layer.add(name=f"{layer.name}/scaled", type="Scale", bottom=[x, flat.top[0]],
+                              top=[f"{layer.name}/scaled"])
+    scaled.scale_param.axis = 0
+    result.layer.add(name=layer.name, type="Eltwise", bottom=[scaled.top[0], y], top=list(layer.top))
+    return True
+
+
+def _fork_bn(net, node, layer, weights, result) -> bool:
+    blobs = weights.pop(layer.name, None)
+    if blobs is None or len(blobs) not in (2, 4):
+        if blobs is not None:
+            weights[layer.name] = blobs
+        return False
+    top = layer.top[0]
+    channels = net.shapes[node.inputs[0]][1]
+    flat = [np.asarray(b, np.float32).reshape(channels) for b in blobs]
+    bottom = layer.bottom[0]
+    if len(flat) == 4:
+        slope, bias, mean, variance = flat
+        norm = result.layer.add(name=f"{layer.name}/normalize", type="BatchNorm", bottom=[bottom], top=[top])
+        norm.batch_norm_param.use_global_stats = True
+        norm.batch_norm_param.eps = layer.bn_param.eps
+        weights[norm.name] = [mean, variance, np.ones(1, np.float32)]
+        bottom = top
+    else:
+        slope, bias = flat
+    affine = result.layer.add(name=layer.name, type="Scale", bottom=[bottom], top=[top])
+    affine.scale_param.bias_term = True
+    weights[layer.name] = [slope, bias]
+    return True
+
+
+def interp_matrix(in_size: int, out_size: int, crop_begin: int, crop_end: int) -> np.ndarray:
+    """(out_size, in_size) weights of Caffe's Interp along one axis, after its crop of the input."""
+    from keraffe.keras_layers.resize import interp_taps
+
+    kept = in_size - crop_begin - crop_end
+    first, second, weight = interp_taps(kept, out_size)
+    matrix = np.zeros((out_size, in_size), np.float32)
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, first + crop_begin), np.float32(1.0) - weight)
+    np.add.at(matrix, (rows, second + crop_begin), weight)
+    return matrix
+
+
+def _interp(net, node, layer, weights, result) -> bool:
+    param = layer.interp_param
+    if param.pad_beg > 0 or param.pad_end > 0:
+        return False
+    _, _, in_h, in_w = net.shapes[node.inputs[0]]
+    _, _, out_h, out_w = net.shapes[node.outputs[0]]
+    crop = (-param.pad_beg, -param.pad_end)
+    name = layer.name
+    steps = [
+        ("InnerProduct", f"{name}/along_width", interp_matrix(in_w, out_w, *crop)),
+        ("Permute", f"{name}/swap", None),
+        ("InnerProduct", f"{name}/along_height", interp_matrix(in_h, out_h, *crop)),
+        ("Permute", name, None),
+    ]
+    bottom = layer.bottom[0]
+    for type_name, step_name, matrix in steps:
+        top = layer.top[0] if step_name == name else step_name
+        step = result.layer.add(name=step_name, type=type_name, bottom=[bottom], top=[top])
+        if matrix is None:
+            step.permute_param.order.extend([0, 1, 3, 2])
+        else:
+            step.inner_product_param.num_output = matrix.shape[0]
+            step.inner_product_param.axis = 3
+            step.inner_product_param.bias_term = False
+            weights[step_name] = [matrix]
+        bottom = top
+    return True
+
+
+_SPELLINGS = {
+    **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
+    "Axpy": _axpy,
+    "BN": _fork_bn,
+    "Interp": _interp,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 
 import keras
@@ -57,7 +58,8 @@ class PruningSummaries(keras.callbacks.Callback):
     Each wrapped layer adds ``"<layer name>/sparsity"`` to the epoch logs, which
     ``History`` (``fit``'s return value), ``CSVLogger`` and the progress bar pick
     up.  With ``log_dir``, the same scalars are also written as TensorBoard
-    summaries through ``tf.summary`` when TensorFlow is installed (any backend).
+    summaries through ``tf.summary`` where TensorFlow and TensorBoard are
+    installed (on any Keras backend); elsewhere a warning says they are not.
     ``update_freq``: ``"epoch"``, or an int N to also write TensorBoard scalars
     every N batches.
     """
@@ -84,16 +86,17 @@ class PruningSummaries(keras.callbacks.Callback):
         if self.log_dir is None:
             return None
         if self._writer is None:
-            try:
-                import tensorflow as tf
-            except ImportError:
+            missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+            if missing:
                 warnings.warn(
-                    f"PruningSummaries(log_dir={self.log_dir!r}): TensorFlow is not installed, "
+                    f"PruningSummaries(log_dir={self.log_dir!r}): {' and '.join(missing)} not installed, "
                     "so sparsity goes to the Keras logs only.",
                     stacklevel=2,
                 )
                 self.log_dir = None
                 return None
+            import tensorflow as tf
+
             self._writer = tf.summary.create_file_writer(self.log_dir)
         return self._writer
 

@@ -146,9 +146,9 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
     with tempfile.TemporaryDirectory(prefix="keraffe-verify-") as tmp:
         prototxt = Path(tmp, "net.prototxt")
         caffemodel = Path(tmp, "net.caffemodel")
-        deploy = bvlc_spelling(net)
+        deploy, weights = bvlc_spelling(net)
         if runtime == "opencv":
-            wrong = sorted({n.type for n in net.layers} & set(OPENCV_WRONG))
+            wrong = sorted({layer.type for layer in deploy.layer} & set(OPENCV_WRONG))
             if wrong:
                 raise KeraffeError("OpenCV DNN cannot judge this net: " +
                                    "; ".join(f"its {t} {OPENCV_WRONG[t]}" for t in wrong))
@@ -159,7 +159,7 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
                 keeper = deploy.layer.add(name="keraffe_keep_blobs", type="Silence")
                 keeper.bottom.extend(kept)
         write_prototxt(prototxt, deploy, Dialect.FORK)
-        write_caffemodel(caffemodel, deploy, net.weight_arrays())
+        write_caffemodel(caffemodel, deploy, weights)
         if runtime == "caffe":
             from keraffe.verify.caffe_runtime import pycaffe_available, run_pycaffe
 

@@ -42,7 +42,10 @@ def check_supported(net: CaffeNet) -> None:
     without a shape rule and types without a handler come in the same error.
     """
     load_handlers()
-    refuse_layer_types(net, lambda node: has_rule(node.type) and node.type in HANDLERS, "cannot convert to Keras")
+    # Before shape inference a type needs a shape rule too; after it, layers the graph passes
+    # made (keraffe.BatchNormScale) have their shapes already.
+    refuse_layer_types(net, lambda node: node.type in HANDLERS and (node.shapes is not None or has_rule(node.type)),
+                       "cannot convert to Keras")
 
 
 def model_outputs(net: CaffeNet):
