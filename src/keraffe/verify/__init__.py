@@ -198,7 +198,7 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     if not net.has_weights and any(n.shapes is not None and n.shapes.params for n in net.layers):
         raise KeraffeError(f"{net.source}: verify needs the Caffe net's weights (--weights)")
     tmap = tensor_map or tensor_map_for(model, net)
-    inputs = dict(inputs) if inputs is not None else seeded_inputs(net)
+    inputs = {str(k): v for k, v in inputs.items()} if inputs is not None else seeded_inputs(net)
     entries = {e.caffe_tensor: e for e in tmap.entries.values()}
     final = {}
     for node in net.layers:
