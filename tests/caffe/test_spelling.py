@@ -128,3 +128,26 @@ def test_fork_bn_and_interp_spelled_for_runtimes_match_keraffe(runtime, tmp_path
     report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=tmap)
     assert all(row.ok for row in report.layers), [(r.caffe_tensor, r.rel) for r in report.layers]
     assert {r.caffe_tensor for r in report.layers} >= {"up", "cropped", "segnet"}
+
+
+SEGNET_UNPOOL = """
+name: "segnet"
+input: "x"
+input_shape { dim: 1 dim: 2 dim: 5 dim: 6 }
+layer { name: "pool" type: "Pooling" bottom: "x" top: "p" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "p" bottom: "mask" top: "u" upsample_param { scale: 2 upsample_h: 5 upsample_w: 6 } }
+"""
+
+
+@pytest.mark.pycaffe
+def test_segnet_upsample_spelled_as_max_unpool_matches_keraffe(tmp_path):
+    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.verify import verify
+
+    path = tmp_path / "segnet.prototxt"
+    path.write_text(SEGNET_UNPOOL)
+    net = load_net(path)
+    assert bvlc_spelling(net)[0].layer[-1].type == "MaxUnPool"
+    model, tmap = convert_net(net)
+    report = verify(model, net, per_layer=True, runtime="caffe", tensor_map=tmap)
+    assert report.ok and any(r.caffe_tensor == "u" for r in report.layers), report.render()

@@ -15,6 +15,8 @@ compute the same thing:
   and an Eltwise sum.
 - PSPNet's BN (slope, bias, mean, variance) is BatchNorm then Scale; SegNet's
   BN in inference mode (scale, shift) is a Scale.
+- SegNet's Upsample (data and pooling mask) is brocolli's MaxUnPool, which
+  writes each value where the mask says, on an output of the given size.
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
@@ -167,9 +169,19 @@ def _interp(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _segnet_upsample(net, node, layer, weights, result) -> bool:
+    if len(layer.bottom) != 2:
+        return False  # the YOLO forks' nearest-neighbour Upsample, which brocolli's Caffe has
+    _, _, height, width = net.shapes[node.outputs[0]]
+    unpool = result.layer.add(name=layer.name, type="MaxUnPool", bottom=list(layer.bottom), top=list(layer.top))
+    unpool.max_unpool_param.dst_h, unpool.max_unpool_param.dst_w = height, width
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
     "BN": _fork_bn,
     "Interp": _interp,
+    "Upsample": _segnet_upsample,
 }
