@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from keraffe.errors import PruningError
-from tests.pruning.structured import _models
 
 pytestmark = pytest.mark.backends
 

@@ -193,8 +193,7 @@ def score_groups(importance, model, graph, data=None) -> list[np.ndarray]:
         value = criterion(model, graph, group, data) if needs_data else criterion(model, graph, group)
         value = np.asarray(value, dtype=np.float64).reshape(-1)
         if value.shape != (len(group),):
-            raise PruningError(
-                f"`importance` returned {value.shape[0]} scores for group '{group.name}', which has {len(group)} channels"
-            )
+            raise PruningError(f"`importance` returned {value.shape[0]} scores for group '{group.name}', "
+                               f"which has {len(group)} channels")
         scores.append(value)
     return scores
