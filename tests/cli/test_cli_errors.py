@@ -197,6 +197,15 @@ def test_unknown_layer_types_are_listed_in_one_error(tmp_path, capsys):
     assert "ok" not in err.split("know:")[1]
 
 
+def test_caffe2keras_lists_unknown_and_unconvertible_types_in_one_error(tmp_path, capsys):
+    text = (NET_HEAD
+            + 'layer { name: "a1" type: "Frobnicate" bottom: "data" top: "a1" }\n'
+            + 'layer { name: "r" type: "Reorg" bottom: "data" top: "r" reorg_param { stride: 2 } }\n')
+    fails(capsys, ["caffe2keras", write(tmp_path, "n.prototxt", text), "-o", tmp_path / "m.keras"],
+          "2 layer type(s) keraffe cannot convert to Keras", "Frobnicate: 1 layer(s): 'a1'", "Reorg: 1 layer(s): 'r'")
+    assert not (tmp_path / "m.keras").exists()
+
+
 def test_zoo_net_with_several_unknown_types(capsys):
     fails(capsys, ["inspect", zoo("deeplabv3_pascal/deeplabv3_pascal_convert_optimized.prototxt")],
           "2 layer type(s) keraffe does not know", "BatchToSpaceND: 57 layer(s)", "SpaceToBatchND: 57 layer(s)")
