@@ -118,8 +118,8 @@ def run(args) -> int:
     print(f"{source}: {model.count_params():,} -> {pruned.count_params():,} parameters")
     print(plan.summary())
     for item in result.fold.unfolded:
-        print(f"  note: {item.layer}: {item.channels} removed channel(s) left a constant that could not be folded "
-              f"exactly ({item.reason})")
+        print(f"  note: {item.layer}: the constants of {item.channels} removed channel(s) were not folded: "
+              f"{item.reason}")
     if data is not None:
         test = ("x_test", "y_test") if "x_test" in data and "y_test" in data else None
         if test:
