@@ -17,6 +17,7 @@ compute the same thing:
   BN in inference mode (scale, shift) is a Scale.
 - SegNet's Upsample (data and pooling mask) is brocolli's MaxUnPool, which
   writes each value where the mask says, on an output of the given size.
+- The Synopsys fork's Squeeze is a Reshape to its output shape.
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
@@ -178,10 +179,17 @@ def _segnet_upsample(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _squeeze(net, node, layer, weights, result) -> bool:
+    reshape = result.layer.add(name=layer.name, type="Reshape", bottom=list(layer.bottom), top=list(layer.top))
+    reshape.reshape_param.shape.dim.extend([0, *net.shapes[node.outputs[0]][1:]])
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
     "BN": _fork_bn,
     "Interp": _interp,
     "Upsample": _segnet_upsample,
+    "Squeeze": _squeeze,
 }

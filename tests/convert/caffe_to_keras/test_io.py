@@ -87,8 +87,8 @@ HEAD = 'name: "unsupported"\nlayer { name: "data" type: "Input" top: "data" ' \
        "input_param { shape { dim: 1 dim: 4 dim: 8 dim: 8 } } }\n"
 #: Types keraffe reads (they have shape rules) but cannot convert.
 NO_HANDLER = ('layer { name: "reorg" type: "Reorg" bottom: "data" top: "r" reorg_param { stride: 2 } }\n'
-              'layer { name: "sq1" type: "Squeeze" bottom: "data" top: "q1" }\n'
-              'layer { name: "sq2" type: "Squeeze" bottom: "data" top: "q2" }\n')
+              'layer { name: "hs1" type: "HardSigmoid" bottom: "data" top: "q1" }\n'
+              'layer { name: "hs2" type: "HardSigmoid" bottom: "data" top: "q2" }\n')
 #: Types keraffe does not know at all, and a Python layer.
 UNKNOWN = ('layer { name: "foo1" type: "FooBar" bottom: "data" top: "f1" }\n'
            'layer { name: "foo2" type: "FooBar" bottom: "data" top: "f2" }\n'
@@ -108,7 +108,7 @@ def _error(tmp_path, text):
 def test_unsupported_types_listed_in_one_error(tmp_path):
     message = _error(tmp_path, NO_HANDLER)
     assert re.search(r"Reorg: 1 layer\(s\): 'reorg'", message), message
-    assert re.search(r"Squeeze: 2 layer\(s\): 'sq1', 'sq2'", message), message
+    assert re.search(r"HardSigmoid: 2 layer\(s\): 'hs1', 'hs2'", message), message
 
 
 def test_unknown_and_python_layers_listed_in_one_error(tmp_path):
@@ -121,7 +121,7 @@ def test_unknown_and_python_layers_listed_in_one_error(tmp_path):
 
 def test_every_missing_type_listed_in_one_error(tmp_path):
     message = _error(tmp_path, NO_HANDLER + UNKNOWN)
-    for type_name in ("FooBar", "ROIPooling", "Python", "Reorg", "Squeeze"):
+    for type_name in ("FooBar", "ROIPooling", "Python", "Reorg", "HardSigmoid"):
         assert f"{type_name}:" in message, message
 
 

@@ -103,6 +103,12 @@ CASES = [
     Case("flatten_end_axis2", IMAGE, layer("Flatten", "flatten_param { axis: 1 end_axis: 2 }")),
     Case("flatten_rank3", inputs(x=(2, 3, 5)), layer("Flatten")),
     # ---------------------------------------------------------------- Reshape
+    # The Synopsys fork's Squeeze: size-1 axes dropped, no data moved.
+    Case("squeeze_spatial", inputs(x=(2, 5, 1, 1)), layer("Squeeze", "squeeze_param { axis: 2 axis: 3 }")),
+    Case("squeeze_all_but_batch", inputs(x=(2, 1, 6, 1)), layer("Squeeze")),
+    Case("squeeze_after_permute", inputs(x=(2, 4, 1, 3)),
+         layer("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }", tops=("p",), name="perm")
+         + layer("Squeeze", "squeeze_param { axis: 1 }", bottoms=("p",))),
     Case("reshape_0_minus1", IMAGE, layer("Reshape", "reshape_param { shape { dim: 0 dim: -1 } }")),
     Case("reshape_0_0_minus1", IMAGE, layer("Reshape", "reshape_param { shape { dim: 0 dim: 0 dim: -1 } }")),
     Case("reshape_to_image", inputs(x=(2, 60)), layer("Reshape", "reshape_param { shape { dim: 0 dim: 3 dim: 4 "

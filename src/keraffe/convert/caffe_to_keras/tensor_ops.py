@@ -1,4 +1,4 @@
-"""Eltwise, Concat, Slice, Flatten, Reshape, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel, Axpy.
+"""Eltwise, Concat, Slice, Flatten, Reshape, Squeeze, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel, Axpy.
 
 Layout is what matters here: Permute costs nothing (the Keras tensor stays, its
 recorded layout changes), Flatten of an NHWC image keeps Keras' order and lets
@@ -120,6 +120,25 @@ def reshape(ctx, node):
         )
     x = ctx.input(node, 0, identity(len(in_shape)))
     ctx.emit(node, 0, keras.layers.Reshape(out_shape[1:], name=ctx.blob_name(node))(x), identity(len(out_shape)))
+
+
+@caffe_layer("Squeeze")
+def squeeze(ctx, node):
+    """Size-1 axes dropped: the Keras tensor loses the same axes and keeps its order (no data moves)."""
+    value = ctx.value(node)
+    in_shape, out_shape = ctx.in_shape(node), ctx.out_shape(node)
+    if out_shape[:1] != in_shape[:1]:
+        raise ConversionError(f"layer '{node.name}' (Squeeze) drops the batch axis ({in_shape} -> {out_shape}); "
+                              "Keras models keep the batch axis")
+    if value.layout.flattened_from is not None:
+        value = KerasValue(ctx.input(node, 0, identity(value.layout.rank)), identity(value.layout.rank))
+    param_axes = {canonical_axis(a, len(in_shape)) for a in node.param.squeeze_param.axis}
+    dropped = param_axes or {i for i, d in enumerate(in_shape) if d == 1 and i > 0}
+    kept = [a for a in value.layout.perm if a not in dropped]
+    renumber = {a: i for i, a in enumerate(sorted(kept))}
+    layout = Layout(tuple(renumber[a] for a in kept))
+    keras_shape = tuple(in_shape[a] for a in kept)[1:]
+    ctx.emit(node, 0, keras.layers.Reshape(keras_shape, name=ctx.blob_name(node))(value.tensor), layout)
 
 
 @caffe_layer("Permute")
