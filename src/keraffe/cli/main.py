@@ -20,6 +20,7 @@ COMMANDS = {
     "caffe2keras": "caffe2keras_cmd",
     "keras2caffe": "keras2caffe_cmd",
     "verify": "verify_cmd",
+    "prune": "prune_cmd",
 }
 
 
