@@ -207,11 +207,15 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     outputs = list(tmap.outputs)
     chosen = list(outputs)
     if per_layer:
+        # A layer inside a nested model has no tensor in the outer model's graph; the nested
+        # model's own output (a top-level layer) stands for it.
+        top_level = {operation.name for operation in getattr(model, "operations", model.layers)}
         for node in net.layers:
             for tensor in node.outputs:
                 name = str(tensor)
                 entry = entries.get(name)
-                if final[tensor.blob] == tensor and entry is not None and entry.keras_layer and name not in chosen:
+                if (final[tensor.blob] == tensor and entry is not None and entry.keras_layer in top_level
+                        and name not in chosen):
                     chosen.append(name)
     order = {str(t): i for i, t in enumerate(t for n in net.layers for t in n.outputs)}
     chosen.sort(key=lambda name: (name not in outputs, order.get(name, 0)))
