@@ -17,7 +17,8 @@ compute the same thing:
   BN in inference mode (scale, shift) is a Scale.
 - SegNet's Upsample (data and pooling mask) is brocolli's MaxUnPool, which
   writes each value where the mask says, on an output of the given size.
-- The Synopsys fork's Squeeze is a Reshape to its output shape.
+- The Synopsys fork's Squeeze is a Reshape to its output shape, and its
+  Reshape with ``pixelshuffler`` is brocolli's PixelShuffle (PyTorch's).
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
@@ -185,6 +186,14 @@ def _squeeze(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _pixel_shuffle_reshape(net, node, layer, weights, result) -> bool:
+    if layer.reshape_param.pixelshuffler == 1:
+        return False
+    shuffle = result.layer.add(name=layer.name, type="PixelShuffle", bottom=list(layer.bottom), top=list(layer.top))
+    shuffle.pixelshuffle_param.upscale_factor = layer.reshape_param.pixelshuffler
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
@@ -192,4 +201,5 @@ _SPELLINGS = {
     "Interp": _interp,
     "Upsample": _segnet_upsample,
     "Squeeze": _squeeze,
+    "Reshape": _pixel_shuffle_reshape,
 }

@@ -33,6 +33,23 @@ def _copy_layer(layer, weights=None):
     return copy
 
 
+def _clone_uncompiled(model, clone_function):
+    """``keras.models.clone_model`` (recursive), but without copying the compile state.
+
+    Keras recompiles a clone of a compiled model with a fresh, built optimizer,
+    whose zero-filled slots would then be saved with an exported model and
+    inflate its ``.keras`` size.  A pruned or stripped model is compiled by its
+    user, as with tfmot, so the source's ``compiled`` flag is lowered for the
+    duration of the copy and restored afterwards.
+    """
+    was_compiled = model.compiled
+    model.compiled = False
+    try:
+        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    finally:
+        model.compiled = was_compiled
+
+
 def _is_graph_model(model) -> bool:
     """Sequential or functional: the models ``keras.models.clone_model`` can rebuild layer by layer.
 
@@ -91,8 +108,9 @@ def prune_low_magnitude(
     ``pruning_policy`` (tfmot's XNNPack latency policy) is not supported.
     ``kwargs`` go to each ``PruneLowMagnitude`` (e.g. ``name`` for a single layer).
 
-    Train with ``callbacks=[UpdatePruningStep()]`` as with tfmot (see the
-    callback for what it does here), then call :func:`strip_pruning` to export.
+    A pruned model comes back uncompiled, as with tfmot: compile it, train with
+    ``callbacks=[UpdatePruningStep()]`` (see the callback for what it does
+    here), then call :func:`strip_pruning` to export.
     """
     if pruning_policy is not None:
         raise PruningError(
@@ -171,7 +189,7 @@ def _prune_model(model, pattern, wrapper_arguments):
         wrapper.build_from_config(layer.get_build_config())
         return wrapper
 
-    pruned = keras.models.clone_model(model, clone_function=wrap_or_copy, recursive=True)
+    pruned = _clone_uncompiled(model, wrap_or_copy)
     if left_dense:
         warnings.warn(
             f"sparsity_m_by_n={pattern.m_by_n} needs input channels in multiples of "
@@ -185,10 +203,10 @@ def strip_pruning(model):
     """A plain Keras model with the masks baked into the weights and no wrapper left.
 
     Pruned weights become exact zeros, so the model saves, converts (e.g. to
-    Caffe) and compresses like any Keras model.  Compile it again to evaluate or
-    train it (``keras.models.clone_model`` recompiles Sequential copies of a
-    compiled model by itself; functional copies come back uncompiled).  Also
-    accepts a single ``PruneLowMagnitude`` layer and returns its stripped layer.
+    Caffe) and compresses like any Keras model.  It comes back uncompiled, so
+    no optimizer state is saved with it; compile it to evaluate or train it.
+    Also accepts a single ``PruneLowMagnitude`` layer and returns its stripped
+    layer.
     """
     if isinstance(model, PruneLowMagnitude):
         return _copy_layer(model.layer, weights=model.masked_weight_values())
@@ -204,7 +222,7 @@ def strip_pruning(model):
             return _copy_layer(layer.layer, weights=layer.masked_weight_values())
         return _copy_layer(layer)
 
-    return keras.models.clone_model(model, clone_function=unwrap_or_copy, recursive=True)
+    return _clone_uncompiled(model, unwrap_or_copy)
 
 
 @contextlib.contextmanager

@@ -109,6 +109,8 @@ CASES = [
     Case("squeeze_after_permute", inputs(x=(2, 4, 1, 3)),
          layer("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }", tops=("p",), name="perm")
          + layer("Squeeze", "squeeze_param { axis: 1 }", bottoms=("p",))),
+    # The Synopsys fork's Reshape with pixelshuffler: PyTorch's PixelShuffle (SRGAN), judged by brocolli's.
+    Case("reshape_pixelshuffler", inputs(x=(2, 12, 3, 4)), layer("Reshape", "reshape_param { pixelshuffler: 2 }")),
     Case("reshape_0_minus1", IMAGE, layer("Reshape", "reshape_param { shape { dim: 0 dim: -1 } }")),
     Case("reshape_0_0_minus1", IMAGE, layer("Reshape", "reshape_param { shape { dim: 0 dim: 0 dim: -1 } }")),
     Case("reshape_to_image", inputs(x=(2, 60)), layer("Reshape", "reshape_param { shape { dim: 0 dim: 3 dim: 4 "
@@ -213,3 +215,17 @@ def test_axpy_matches_numpy_reference(shape, tmp_path):
     _, _, values, outputs = convert_case(case, tmp_path)
     a, x, y = (values["axpy__" + k].astype(np.float64) for k in "axy")
     assert_close("axpy", a * x + y, outputs["axpy__z"])
+
+
+def test_pixelshuffler_matches_pytorch_pixel_shuffle(tmp_path):
+    """out[n, c, h*r + i, w*r + j] = in[n, c*r*r + i*r + j, h, w] (torch.nn.PixelShuffle), checked in numpy."""
+    case = Case("shuffle", inputs(x=(2, 18, 2, 3)), layer("Reshape", "reshape_param { pixelshuffler: 3 }"))
+    _, _, values, outputs = convert_case(case, tmp_path)
+    x = values["shuffle__x"]
+    r = 3
+    expected = np.zeros((2, 2, 6, 9), np.float32)
+    for c in range(2):
+        for i in range(r):
+            for j in range(r):
+                expected[:, c, i::r, j::r] = x[:, c * r * r + i * r + j]
+    np.testing.assert_array_equal(outputs["shuffle__y"], expected)

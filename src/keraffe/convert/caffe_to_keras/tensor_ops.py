@@ -118,8 +118,29 @@ def reshape(ctx, node):
             f"layer '{node.name}' (Reshape) changes the batch axis ({in_shape} -> {out_shape}); "
             "Keras models keep the batch axis"
         )
+    factor = node.param.reshape_param.pixelshuffler
+    if factor != 1:
+        _pixel_shuffle(ctx, node, factor)
+        return
     x = ctx.input(node, 0, identity(len(in_shape)))
     ctx.emit(node, 0, keras.layers.Reshape(out_shape[1:], name=ctx.blob_name(node))(x), identity(len(out_shape)))
+
+
+def _pixel_shuffle(ctx, node, factor: int) -> None:
+    """The Synopsys fork's Reshape with ``pixelshuffler`` r: PyTorch's PixelShuffle.
+
+    Output (c, h*r + i, w*r + j) is input channel c*r*r + i*r + j at (h, w). On
+    NHWC that is a split of the channels into (C, r, r), a move of the two r axes
+    next to H and W, and a merge: three standard layers, no arithmetic.
+    """
+    _, channels, height, width = ctx.in_shape(node)
+    out_channels = channels // (factor * factor)
+    name = ctx.blob_name(node)
+    x = ctx.input_nhwc(node)
+    x = keras.layers.Reshape((height, width, out_channels, factor, factor), name=f"{name}_split")(x)
+    x = keras.layers.Permute((1, 4, 2, 5, 3), name=f"{name}_interleave")(x)
+    x = keras.layers.Reshape((height * factor, width * factor, out_channels), name=name)(x)
+    ctx.emit(node, 0, x, NHWC)
 
 
 @caffe_layer("Squeeze")
