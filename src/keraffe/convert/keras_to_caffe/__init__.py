@@ -132,6 +132,7 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
     sequence_model = any(operation_kind(op) in ONE_D_LAYERS for event, op, _ in walk(model) if event == "call")
     for tensor in model.inputs:
         _add_input(ctx, tensor, sequence_model)
+    input_blobs = {ctx.value(t).blob for t in model.inputs}
     problems: list[str] = []
     failed: set[int] = set()  # outputs of failed layers: their consumers are skipped, not reported again
     stack = []
@@ -148,11 +149,13 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
             continue
         if event == "leave":
             inner = _functional_of(operation)
-            for outer, inner_output in zip(node.outputs, inner.outputs):
+            for index, (outer, inner_output) in enumerate(zip(node.outputs, inner.outputs)):
                 if id(inner_output) in failed:
                     failed.add(id(outer))
                 else:
-                    ctx.alias(outer, ctx.value(inner_output, allow_pending=True))
+                    value = ctx.value(inner_output, allow_pending=True)
+                    ctx.alias(outer, value)
+                    _record_nested_output(ctx, operation, node, index, value, input_blobs)
             stack.pop()
             continue
         if any(id(t) in failed for t in node.input_tensors) or operation_kind(operation) not in HANDLERS:
@@ -179,6 +182,22 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
 #: Layers over (N, L, C) sequences; models with them keep rank-3 inputs as Caffe (N, C, L) blobs.
 ONE_D_LAYERS = frozenset({"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalAveragePooling1D",
                           "GlobalMaxPooling1D"})
+
+
+def _record_nested_output(ctx, operation, node, index, value, input_blobs) -> None:
+    """Map the blob of a nested model's output to that call of the nested model, not to its inner layer.
+
+    The inner layer's tensor is not in the outer model's graph; the nested
+    model's call is, so a verifier can read the blob from the outer model (an
+    outer nesting level, left later, overwrites an inner one).
+    """
+    import dataclasses
+
+    entry = ctx.map.entries.get(value.blob)
+    if entry is None or value.pending_padding or value.blob in input_blobs:
+        return
+    node_index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
+    ctx.map.add(dataclasses.replace(entry, keras_layer=operation.name, keras_output=index, keras_node=node_index))
 
 
 def _add_input(ctx, tensor, sequence_model: bool = False) -> None:
