@@ -149,13 +149,16 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
             continue
         if event == "leave":
             inner = _functional_of(operation)
+            # The user's own model inside with_input_shape's wrapper keeps its layers' names in the map.
+            unwrapped = len(stack) == 1 and operation.name == getattr(model, "_keraffe_wraps", None)
             for index, (outer, inner_output) in enumerate(zip(node.outputs, inner.outputs)):
                 if id(inner_output) in failed:
                     failed.add(id(outer))
                 else:
                     value = ctx.value(inner_output, allow_pending=True)
                     ctx.alias(outer, value)
-                    _record_nested_output(ctx, operation, node, index, value, input_blobs)
+                    if not unwrapped:
+                        _record_nested_output(ctx, operation, node, index, value, input_blobs)
             stack.pop()
             continue
         if any(id(t) in failed for t in node.input_tensors) or operation_kind(operation) not in HANDLERS:
@@ -227,7 +230,10 @@ def with_input_shape(model, input_shape):
         raise ConversionError("--input-shape applies to models with one input")
     keras_shape = (shape[2], shape[3], shape[1]) if len(shape) == 4 else shape[1:]
     inputs = keras.Input(shape=keras_shape, name=model.inputs[0].name.split(":")[0])
-    return keras.Model(inputs, model(inputs), name=model.name), shape[0]
+    wrapper = keras.Model(inputs, model(inputs), name=model.name)
+    # convert_model maps the blobs to the wrapped model's layers, which the caller has, not to the wrapper's call.
+    wrapper._keraffe_wraps = model.name
+    return wrapper, shape[0]
 
 
 def tensor_map_from_model(model, net):
