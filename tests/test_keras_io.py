@@ -1,0 +1,163 @@
+"""keraffe.keras_io: loading Keras models safely (never running stored code) and saving them atomically."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keraffe.errors import KeraffeError
+from keraffe.keras_io import load_keras_model, save_keras_model
+
+L = keras.layers
+
+LAMBDA_MESSAGE = ("the model holds a Lambda layer ('lam'), i.e. arbitrary Python code stored in the file; "
+                  "keraffe loads models with Keras' safe_mode and never runs such code. Replace the Lambda with "
+                  "standard layers (or keraffe's) and save again")
+
+
+def small_model():
+    x = keras.Input((5, 4, 2), name="image")
+    y = L.Conv2D(3, 3, padding="same", activation="relu", name="conv")(x)
+    y = L.BatchNormalization(name="bn")(y)
+    model = keras.Model(x, L.Dense(2, name="dense")(L.Flatten(name="flat")(y)), name="small")
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights([np.abs(rng.standard_normal(w.shape)).astype(np.float32) + 0.1
+                               for w in layer.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_round_trip_through_a_file(tmp_path, suffix):
+    model = small_model()
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".keras":
+        save_keras_model(model, path)
+    else:
+        model.save(path)
+    loaded = load_keras_model(path)
+    x = np.random.default_rng(1).standard_normal((2, 5, 4, 2)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_keraffe_layers_load_without_registration_by_the_caller(tmp_path):
+    from keraffe.keras_layers.elementwise import Power
+
+    x = keras.Input((4,), name="x")
+    model = keras.Model(x, Power(power=2.0, scale=0.5, shift=1.0, name="power")(x), name="with_keraffe_layer")
+    save_keras_model(model, tmp_path / "model.keras")
+    loaded = load_keras_model(tmp_path / "model.keras")
+    assert type(loaded.get_layer("power")).__name__ == "Power"
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), (0.5 * x + 1.0) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("kind", ["named_function", "lambda_expression"])
+def test_lambda_is_refused_and_its_code_never_runs(tmp_path, suffix, kind, monkeypatch):
+    """The Lambda writes a file when it runs: after saving, loading must neither write it nor go unsafe.
+
+    A Lambda of a named function is stored by name (Keras fails to find it in
+    safe mode, without saying Lambda); a lambda expression as bytecode (Keras
+    refuses it in safe mode). Both must be reported as a Lambda.
+    """
+    marker = tmp_path / "lambda_ran"
+
+    def tell(t):
+        marker.write_text("ran")
+        return t * 2.0
+
+    # The lambda expression holds the marker's path as a constant (a closure would not serialise).
+    expression = f"lambda t: (__import__('pathlib').Path({str(marker)!r}).write_text('ran'), t * 2.0)[1]"
+    function = tell if kind == "named_function" else eval(expression)  # noqa: S307 - a test's own literal
+    x = keras.Input((3,), name="x")
+    model = keras.Model(x, L.Lambda(function, name="lam")(x), name="with_lambda")
+    path = tmp_path / f"model{suffix}"
+    model.save(path)
+    marker.unlink()
+    unsafe = []
+    monkeypatch.setattr(keras.config, "enable_unsafe_deserialization", lambda: unsafe.append(1))
+    with pytest.raises(KeraffeError) as caught:
+        load_keras_model(path)
+    assert str(caught.value) == f"{path}: {LAMBDA_MESSAGE}"
+    assert not marker.exists()
+    assert unsafe == []
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(KeraffeError, match="model.keras: Keras model file not found"):
+        load_keras_model(tmp_path / "model.keras")
+    with pytest.raises(KeraffeError, match="Keras model file not found"):
+        load_keras_model(tmp_path)
+
+
+@pytest.mark.parametrize("name, fragment", [
+    ("model.keras", "Keras cannot load this model: "),
+    ("model.h5", "not an HDF5 file"),
+    ("model.txt", "Keras cannot load this model: File format not supported"),
+])
+def test_garbage_is_a_clear_error(tmp_path, name, fragment):
+    path = tmp_path / name
+    path.write_bytes(b"\x00garbage, not a model")
+    with pytest.raises(KeraffeError) as caught:
+        load_keras_model(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and fragment in message
+    assert "\n" not in message
+
+
+def test_weights_only_h5_is_refused(tmp_path):
+    model = small_model()
+    path = tmp_path / "weights.weights.h5"
+    model.save_weights(path)
+    plain = tmp_path / "weights.h5"
+    plain.write_bytes(path.read_bytes())
+    with pytest.raises(KeraffeError) as caught:
+        load_keras_model(plain)
+    assert str(caught.value).startswith(f"{plain}: ")
+    assert "weights only" in str(caught.value) or "Keras cannot load this model" in str(caught.value)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def test_save_needs_a_keras_suffix(tmp_path):
+    with pytest.raises(KeraffeError, match="keraffe writes Keras models as .keras files; use a .keras output name"):
+        save_keras_model(small_model(), tmp_path / "model.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_into_a_missing_folder(tmp_path):
+    with pytest.raises(KeraffeError, match="folder .*missing does not exist"):
+        save_keras_model(small_model(), tmp_path / "missing" / "model.keras")
+
+
+def test_save_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old contents")
+    save_keras_model(small_model(), path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    assert load_keras_model(path).name == "small"
+
+
+def test_failed_save_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "model.keras"
+    path.write_bytes(b"old contents")
+    model = small_model()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(model, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_keras_model(model, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+    assert path.read_bytes() == b"old contents"
+
+
+def test_save_in_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_keras_model(small_model(), "model.keras")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
