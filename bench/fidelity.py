@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -38,7 +37,7 @@ def measure(name: str) -> dict:
     import keraffe
     from keraffe.caffe.net import load_net
     from keraffe.errors import KeraffeError
-    from keraffe.verify import CAFFE_READ_LIMIT, verify
+    from keraffe.verify import verify
 
     model = build(name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -46,9 +45,6 @@ def measure(name: str) -> dict:
         net = load_net(export.prototxt, export.caffemodel)
         result = {"caffe_layers": len(export.net.layer)}
         for runtime in ("caffe", "opencv"):
-            if runtime == "caffe" and os.path.getsize(export.caffemodel) > CAFFE_READ_LIMIT:
-                result[runtime] = "weights over 512 MiB: real Caffe cannot read them"
-                continue
             try:
                 report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=export.tensor_map)
             except KeraffeError as error:

@@ -41,10 +41,12 @@ def test_symmetric_side_pads_become_pad_h_and_pad_w(spelled):
     assert not any(param.HasField(side) for side in ("pad_l", "pad_r", "pad_t", "pad_b"))
 
 
-def test_lopsided_pads_are_left_for_the_runtime_to_refuse(spelled):
-    param = spelled["lopsided"].convolution_param
-    assert (param.pad_l, param.pad_r, param.pad_t, param.pad_b) == (0, 1, 0, 1)
-    assert not param.HasField("pad_h")
+def test_lopsided_pads_become_a_pad_layer_before_an_unpadded_convolution(spelled):
+    pad, conv = spelled["lopsided/pad"], spelled["lopsided"]
+    assert (pad.pad_param.pad_u, pad.pad_param.pad_d, pad.pad_param.pad_l, pad.pad_param.pad_r) == (0, 1, 0, 1)
+    assert list(conv.bottom) == list(pad.top)
+    param = conv.convolution_param
+    assert not any(param.HasField(f) for f in ("pad_l", "pad_r", "pad_t", "pad_b", "pad_h", "pad_w"))
 
 
 def test_unpadded_ave_exc_pad_is_bvlc_ave_but_padded_one_stays(spelled):
@@ -151,3 +153,35 @@ def test_segnet_upsample_spelled_as_max_unpool_matches_keraffe(tmp_path):
     model, tmap = convert_net(net)
     report = verify(model, net, per_layer=True, runtime="caffe", tensor_map=tmap)
     assert report.ok and any(r.caffe_tensor == "u" for r in report.layers), report.render()
+
+
+TF_CONVERTED = """
+name: "tf"
+input: "x"
+input_shape { dim: 1 dim: 3 dim: 9 dim: 8 }
+layer { name: "conv" type: "Convolution" bottom: "x" top: "conv"
+        convolution_param { num_output: 4 kernel_h: 3 kernel_w: 3 stride_h: 2 stride_w: 2
+                            pad_l: 0 pad_r: 1 pad_t: 1 pad_b: 1 } }
+layer { name: "dw" type: "Convolution" bottom: "conv" top: "dw"
+        convolution_param { num_output: 4 group: 4 kernel_h: 3 kernel_w: 3 stride_h: 2 stride_w: 2
+                            pad_l: 0 pad_r: 1 pad_t: 0 pad_b: 1 } }
+layer { name: "relu6" type: "ReLU" bottom: "dw" top: "relu6" relu_param { relu6: true } }
+"""
+
+
+@pytest.mark.pycaffe
+def test_uneven_side_pads_and_relu6_flag_judged_by_real_caffe(tmp_path):
+    """TF-converted nets: brocolli's Pad before the unpadded convolution, and its ReLU6 layer."""
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.verify import verify
+
+    path = tmp_path / "tf.prototxt"
+    path.write_text(TF_CONVERTED)
+    net = attach_seeded_weights(load_net(path), seed=5)
+    types = [layer.type for layer in bvlc_spelling(net)[0].layer]
+    assert types[1:] == ["Pad", "Convolution", "Pad", "Convolution", "ReLU6"]
+    model, tmap = convert_net(net)
+    report = verify(model, net, per_layer=True, runtime="caffe", tensor_map=tmap)
+    assert all(row.ok for row in report.layers), report.render()
+    assert float(report.layers[-1].max_ref) <= 6.0

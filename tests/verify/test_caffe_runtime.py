@@ -234,3 +234,20 @@ def test_layers_missing_from_caffemodel_keep_fillers_silently(small_net, tmp_pat
     params = pycaffe_params(prototxt, partial)
     np.testing.assert_array_equal(params["conv"][0], weights["conv"][1][0])
     assert all((p == 0).all() for p in params["ip"])  # default constant-0 filler
+
+
+def test_weights_given_as_arrays_run_like_the_caffemodel(small_net):
+    """The path for weight files Caffe's reader refuses (over 512 MiB): arrays copied into net.params."""
+    prototxt, caffemodel, weights = small_net
+    x = np.random.default_rng(3).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    from_file = run_pycaffe(prototxt, caffemodel, {"data": x}, blobs=["ip"])
+    from_arrays = run_pycaffe(prototxt, None, {"data": x}, blobs=["ip"],
+                              weights={name: arrays for name, (_, arrays) in weights.items()})
+    np.testing.assert_array_equal(from_arrays["ip"], from_file["ip"])
+
+
+def test_weights_of_the_wrong_size_are_refused(small_net):
+    prototxt, _, weights = small_net
+    bad = {"conv": [np.zeros((4, 3, 2, 2), np.float32), weights["conv"][1][1]]}
+    with pytest.raises(CaffeRuntimeError, match="layer 'conv' blob 0"):
+        run_pycaffe(prototxt, None, blobs=["ip"], weights=bad)

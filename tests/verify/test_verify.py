@@ -69,9 +69,12 @@ def test_recheck_feeds_the_layer_the_references_own_inputs(tmp_path):
     # Softmax fed other logits than the reference's: the recheck must see the difference.
     reference_off = dict(reference, conv=reference["conv"] * 2.0)
     assert not recheck_on_reference_inputs(model, net, tmap, "prob", reference_off).ok
-    # The in-place ReLU's input is an earlier version of the blob, which the runtime no longer holds.
+    # The in-place ReLU's input is an earlier version of the blob, which the runtime no longer holds:
+    # the whole in-place chain (Convolution, ReLU) is fed the data and compared.
     relu_top = next(str(t) for n in net.layers if n.name == "relu" for t in n.outputs)
-    assert recheck_on_reference_inputs(model, net, tmap, relu_top, reference) is None
+    chain = recheck_on_reference_inputs(model, net, tmap, relu_top, reference)
+    assert chain is not None and chain.ok
+    assert not recheck_on_reference_inputs(model, net, tmap, relu_top, dict(reference, data=reference["data"] + 1)).ok
 
 
 @pytest.mark.pycaffe

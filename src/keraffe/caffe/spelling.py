@@ -8,7 +8,9 @@ compute the same thing:
 - MobileNet-YOLO's DepthwiseConvolution and ShuffleNet's ConvolutionDepthwise
   are BVLC's grouped Convolution with one group per input channel.
 - Side pads (``pad_l``, ``pad_r``, ``pad_t``, ``pad_b``) are BVLC's ``pad_h``
-  and ``pad_w`` when opposite sides agree.
+  and ``pad_w`` when opposite sides agree; uneven ones on a convolution (TF's
+  'same') are brocolli's Pad layer before the unpadded convolution.
+- The Synopsys fork's ``relu_param { relu6: true }`` is the ReLU6 layer.
 - ``AVE_EXC_PAD`` pooling without padding is BVLC's AVE, which already leaves
   out a window's overrun past the image.
 - SENet's Axpy(a, x, y) = a * x + y is a Flatten of ``a``, a two-bottom Scale
@@ -47,6 +49,8 @@ def bvlc_spelling(net: CaffeNet) -> tuple[pb.NetParameter, Weights]:
     result.CopyFrom(source)
     del result.layer[:]
     for node, layer in zip(net.layers, source.layer):
+        if node.type in ("Convolution", *DEPTHWISE_ALIASES) and _lopsided(layer.convolution_param):
+            layer = _pad_first(layer, result)
         spelled = _SPELLINGS.get(node.type)
         if spelled is not None:
             done = spelled(net, node, layer, weights, result)
@@ -78,6 +82,39 @@ def _symmetric_pads_the_bvlc_way(param) -> None:
         param.ClearField(side)
     param.ClearField("pad")
     param.pad_h, param.pad_w = top, left
+
+
+def _lopsided(param) -> bool:
+    sides = ("pad_l", "pad_r", "pad_t", "pad_b")
+    return any(param.HasField(side) for side in sides) and (param.pad_l != param.pad_r or param.pad_t != param.pad_b)
+
+
+def _pad_first(layer: pb.LayerParameter, result: pb.NetParameter) -> pb.LayerParameter:
+    """A convolution with uneven side pads as brocolli's Pad (zeros) and the convolution unpadded."""
+    param = layer.convolution_param
+    pad = result.layer.add(name=f"{layer.name}/pad", type="Pad", bottom=list(layer.bottom),
+                           top=[f"{layer.name}/padded"])
+    pad.pad_param.pad_u, pad.pad_param.pad_d = param.pad_t, param.pad_b
+    pad.pad_param.pad_l, pad.pad_param.pad_r = param.pad_l, param.pad_r
+    unpadded = pb.LayerParameter()
+    unpadded.CopyFrom(layer)
+    del unpadded.bottom[:]
+    unpadded.bottom.append(pad.top[0])
+    for side in ("pad_l", "pad_r", "pad_t", "pad_b", "pad_h", "pad_w", "pad"):
+        unpadded.convolution_param.ClearField(side)
+    return unpadded
+
+
+def _relu6(net, node, layer, weights, result) -> bool:
+    if not layer.relu_param.relu6:
+        return False
+    copy = result.layer.add()
+    copy.CopyFrom(layer)
+    copy.type = "ReLU6"
+    copy.relu_param.ClearField("relu6")
+    if not copy.relu_param.ListFields():
+        copy.ClearField("relu_param")
+    return True
 
 
 def _depthwise(net, node, layer, weights, result) -> bool:
@@ -202,4 +239,5 @@ _SPELLINGS = {
     "Upsample": _segnet_upsample,
     "Squeeze": _squeeze,
     "Reshape": _pixel_shuffle_reshape,
+    "ReLU": _relu6,
 }

@@ -149,7 +149,7 @@ def _export(pruned, args) -> None:
     import keraffe
     from keraffe.caffe.net import load_net
     from keraffe.errors import KeraffeError
-    from keraffe.verify import CAFFE_READ_LIMIT, verify
+    from keraffe.verify import verify
 
     export = keraffe.keras_to_caffe(pruned, args.output, args.weights_out, target=args.target)
     print(f"wrote {export.prototxt} and {export.caffemodel} (target {args.target})")
@@ -157,8 +157,7 @@ def _export(pruned, args) -> None:
         return
     from keraffe.verify.caffe_runtime import pycaffe_available
 
-    runtime = "caffe" if pycaffe_available() and Path(export.caffemodel).stat().st_size <= CAFFE_READ_LIMIT \
-        else "opencv"
+    runtime = "caffe" if pycaffe_available() else "opencv"
     report = verify(pruned, load_net(export.prototxt, export.caffemodel), runtime=runtime,
                     tensor_map=export.tensor_map)
     print(f"verify ({runtime}): largest relative error {report.max_rel:.2e}, {'ok' if report.ok else 'FAILED'}")

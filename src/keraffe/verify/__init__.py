@@ -166,11 +166,9 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
             if not pycaffe_available():
                 raise KeraffeError("real Caffe is not built (run `make pycaffe`); or use --runtime opencv")
             if caffemodel.stat().st_size > CAFFE_READ_LIMIT:
-                raise KeraffeError(
-                    f"the weights take {caffemodel.stat().st_size / 2**20:.0f} MiB; real Caffe refuses to read "
-                    "weight files over 512 MiB (a protobuf limit it sets itself), so it cannot judge this net; "
-                    "use --runtime opencv"
-                )
+                # Caffe's reader refuses weight files over 512 MiB (a protobuf limit it sets itself);
+                # the same arrays go into its parameter blobs through pycaffe instead.
+                return run_pycaffe(prototxt, None, inputs, list(blobs), weights=weights)
             return run_pycaffe(prototxt, caffemodel, inputs, list(blobs))
         from keraffe.verify.opencv_runtime import run_opencv
 
@@ -246,29 +244,42 @@ def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, refer
     """Compare one Caffe layer with its Keras counterpart, both fed the reference runtime's inputs.
 
     A deep net with large activations can turn float32 round-off upstream into a
-    visible difference at a sensitive layer (a Softmax over logits of 1e5, say).
+    visible difference at a sensitive layer (a Softmax over logits of 1e5, an
+    unpooling whose max-pooling mask flipped between two near-equal values).
     Feeding the Keras layers the very values the reference fed its layer separates
     that from a conversion error: this comparison fails only if the layer itself
-    computes something else. ``reference`` maps blob names to the runtime's values
-    and must hold the layer's inputs and output. Returns None where the layer's
-    inputs have no Keras tensor or no reference value (an in-place rewrite).
+    computes something else. A runtime keeps only a blob's last value, so for a
+    layer that works in place (Convolution, then BatchNorm, Scale and ReLU on the
+    same blob) the whole in-place chain is fed and compared. ``reference`` maps
+    blob names to the runtime's values. Returns None where a fed tensor has no
+    Keras tensor or no reference value.
     """
     import keras
 
-    producer = next((n for n in net.layers if any(str(t) == caffe_tensor for t in n.outputs)), None)
+    producers = {str(t): node for node in net.layers for t in node.outputs}
     entries = tensor_map.entries
-    if producer is None or caffe_tensor not in entries or entries[caffe_tensor].keras_layer is None:
+    if caffe_tensor not in producers or caffe_tensor not in entries or entries[caffe_tensor].keras_layer is None:
         return None
     final = {}
     for node in net.layers:
         for tensor in node.outputs:
             final[tensor.blob] = tensor
+    sources, frontier, steps = [], list(producers[caffe_tensor].inputs), 0
+    while frontier:
+        tensor = frontier.pop(0)
+        if final.get(tensor.blob, tensor) == tensor or str(tensor) not in producers:
+            if tensor not in sources:
+                sources.append(tensor)
+            continue
+        steps += 1
+        if steps > 32:
+            return None
+        frontier.extend(producers[str(tensor)].inputs)
     operations = _operations_by_name(model)
     feeds, values = [], []
-    for tensor in dict.fromkeys(producer.inputs):
+    for tensor in sources:
         entry = entries.get(str(tensor))
-        is_final = final.get(tensor.blob, tensor) == tensor
-        if entry is None or entry.keras_layer is None or not is_final or tensor.blob not in reference:
+        if entry is None or entry.keras_layer is None or tensor.blob not in reference:
             return None
         feeds.append(_keras_tensor(model, entry, operations))
         values.append(entry.layout.to_keras(reference[tensor.blob]))
@@ -281,5 +292,5 @@ def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, refer
     return compare(caffe_tensor, entry.keras_layer, reference[entry.caffe_blob], candidate, tolerance)
 
 
-__all__ = ["TensorComparison", "recheck_on_reference_inputs", "VerifyReport", "read_inputs", "run_reference", "seeded_inputs", "tensor_map_for",
-           "verify"]
+__all__ = ["TensorComparison", "VerifyReport", "read_inputs", "recheck_on_reference_inputs", "run_reference",
+           "seeded_inputs", "tensor_map_for", "verify"]

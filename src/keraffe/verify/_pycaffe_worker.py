@@ -46,8 +46,29 @@ class _Encoder:
 def _load_net(caffe, req: dict):
     weights = req.get("caffemodel")
     if weights is None:
-        return caffe.Net(req["prototxt"], caffe.TEST)
-    return caffe.Net(req["prototxt"], caffe.TEST, weights=weights)
+        net = caffe.Net(req["prototxt"], caffe.TEST)
+    else:
+        net = caffe.Net(req["prototxt"], caffe.TEST, weights=weights)
+    if req.get("weights"):
+        _copy_weights(net, req)
+    return net
+
+
+def _copy_weights(net, req: dict) -> None:
+    """Arrays from keraffe into Caffe's parameter blobs, shape by shape (counts must agree)."""
+    with np.load(req["weights"]) as npz:
+        for i, (name, count) in enumerate(req["weight_layers"]):
+            if name not in net.params:
+                raise KeyError(f"weights given for layer '{name}', which has no parameters in the net")
+            blobs = net.params[name]
+            if count != len(blobs):
+                raise ValueError(f"layer '{name}' has {len(blobs)} parameter blobs, {count} given")
+            for j, blob in enumerate(blobs):
+                array = npz[f"w{i}_{j}"]
+                if array.size != blob.data.size:
+                    raise ValueError(f"layer '{name}' blob {j}: Caffe's shape is {blob.data.shape}, "
+                                     f"the given one {array.shape}")
+                blob.data[...] = array.reshape(blob.data.shape)
 
 
 def _cmd_run(caffe, req: dict, enc: _Encoder):

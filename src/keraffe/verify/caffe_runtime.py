@@ -124,6 +124,7 @@ def _call_worker(
     *,
     inputs: Mapping[str, np.ndarray] | None = None,
     blobs: Sequence[str] | None = None,
+    weights: Mapping[str, Sequence[np.ndarray]] | None = None,
     timeout: float = 600,
 ):
     pycaffe = find_pycaffe()
@@ -155,6 +156,13 @@ def _call_worker(
             np.savez(tmpdir / "inputs.npz", **arrays_in)
             req["inputs"] = str(tmpdir / "inputs.npz")
             req["input_names"] = names
+        if weights:
+            layer_names = list(weights)
+            np.savez(tmpdir / "weights.npz", **{
+                f"w{i}_{j}": np.ascontiguousarray(array, dtype=np.float32)
+                for i, name in enumerate(layer_names) for j, array in enumerate(weights[name])})
+            req["weights"] = str(tmpdir / "weights.npz")
+            req["weight_layers"] = [[name, len(weights[name])] for name in layer_names]
         req["answer"] = str(tmpdir / "answer.json")
         req["arrays_out"] = str(tmpdir / "arrays.npz")
         (tmpdir / "request.json").write_text(json.dumps(req))
@@ -210,8 +218,13 @@ def run_pycaffe(
     inputs: Mapping[str, np.ndarray] | None = None,
     blobs: Sequence[str] | None = None,
     timeout: float = 600,
+    weights: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> dict[str, np.ndarray]:
     """Forward a net through real Caffe, in the TEST phase.
+
+    ``weights`` (layer name -> arrays), instead of a caffemodel, are copied into
+    Caffe's own parameter blobs through pycaffe; that is how a net whose weight
+    file Caffe's reader refuses (over 512 MiB) still runs in real Caffe.
 
     Input blobs are reshaped to the given arrays (then ``net.reshape()``), so
     one prototxt serves any batch or image size, as in Caffe deployments.
@@ -222,7 +235,7 @@ def run_pycaffe(
     in a shared blob.  Results are float32 copies, keyed in request order.
     """
     return _call_worker(
-        "run", prototxt, caffemodel, inputs=inputs, blobs=blobs, timeout=timeout
+        "run", prototxt, caffemodel, inputs=inputs, blobs=blobs, weights=weights, timeout=timeout
     )
 
 

@@ -32,7 +32,7 @@ from keraffe.caffe.seeded import attach_seeded_weights
 from keraffe.caffe.spelling import bvlc_spelling
 from keraffe.convert.caffe_to_keras import convert_net
 from keraffe.errors import KeraffeError
-from keraffe.verify import CAFFE_READ_LIMIT, recheck_on_reference_inputs, run_reference, seeded_inputs, verify
+from keraffe.verify import recheck_on_reference_inputs, run_reference, seeded_inputs, verify
 from keraffe.verify.caffe_runtime import run_pycaffe
 
 EXPECTATIONS = Path(__file__).with_name("zoo_expectations.json")
@@ -139,8 +139,7 @@ def zoo_outcome(relpath: str) -> tuple[str, str]:
 
     # Reference runtimes get fork aliases of BVLC layers in BVLC spelling (keraffe.caffe.spelling).
     types = {layer.type for layer in bvlc_spelling(net)[0].layer}
-    weight_bytes = sum(w.nbytes for n in net.layers for w in (n.weights or []))
-    runtime = "caffe" if types <= pycaffe_layer_types() and weight_bytes < CAFFE_READ_LIMIT - 2**20 else "opencv"
+    runtime = "caffe" if types <= pycaffe_layer_types() else "opencv"
     inputs = seeded_inputs(net)
     try:
         report = verify(model, net, inputs, per_layer=True, runtime=runtime, tensor_map=tmap)

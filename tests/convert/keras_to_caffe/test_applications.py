@@ -10,7 +10,6 @@ OpenCV judges those two alone.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -28,8 +27,7 @@ def test_application_matches_in_caffe_and_opencv(name, tmp_path):
     import keraffe
     from keraffe.caffe.net import load_net
     from keraffe.convert.keras_to_caffe.targets import CAFFE_1_0_TYPES
-    from keraffe.errors import KeraffeError
-    from keraffe.verify import CAFFE_READ_LIMIT, verify
+    from keraffe.verify import verify
 
     keras.utils.set_random_seed(0)
     kwargs = {"input_shape": (224, 224, 3)} if "MobileNetV3" in name else {}
@@ -37,13 +35,8 @@ def test_application_matches_in_caffe_and_opencv(name, tmp_path):
     export = keraffe.keras_to_caffe(model, tmp_path / "net.prototxt")
     assert {layer.type for layer in export.net.layer} <= CAFFE_1_0_TYPES
     net = load_net(export.prototxt, export.caffemodel)
-    runtimes = ["opencv"]
-    if os.path.getsize(export.caffemodel) > CAFFE_READ_LIMIT:
-        with pytest.raises(KeraffeError, match="over 512 MiB"):
-            verify(model, net, runtime="caffe", tensor_map=export.tensor_map)
-    else:
-        runtimes.insert(0, "caffe")
-    for runtime in runtimes:
+    # VGG's weights pass 512 MiB, which Caffe's file reader refuses; keraffe then sets them through pycaffe.
+    for runtime in ("caffe", "opencv"):
         report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=export.tensor_map)
         bad = [(c.caffe_tensor, c.rel) for c in report.layers if not c.ok]
         assert not bad, f"{runtime}: {bad[:5]}"
