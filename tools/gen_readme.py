@@ -7,7 +7,8 @@ and is rewritten here, never by hand:
 * ``zoo``: tests/convert/caffe_to_keras/zoo_expectations.json, the outcome of
   every zoo net as the test suite checks it;
 * ``applications``: bench/results/applications.json (bench/fidelity.py);
-* ``pruning``, ``structured``: the demos' JSON results;
+* ``demo``: bench/results/demo.json, copied from ``make demo``'s out/demo/demo.json;
+* ``pruning``, ``structured``: examples/simple_classifier.py's and bench/structured_*.py's results;
 * ``speed``: bench/results/*.json.
 
 A table whose input file is missing says which command produces it.
@@ -100,25 +101,88 @@ def applications() -> str:
     return "\n".join(rows)
 
 
+def demo() -> str:
+    path = RESULTS / "demo.json"
+    data = _load(path)
+    if data is None:
+        return _missing(path, "python examples/demo.py --out out/demo && cp out/demo/demo.json bench/results/")
+    models = data["models"]
+    names = list(models)
+    runtime = "real Caffe" if data["runtime"] == "caffe" else "OpenCV DNN"
+
+    def row(label, cell):
+        return f"| {label} | " + " | ".join(cell(models[n]) for n in names) + " |"
+
+    def check(key):
+        return lambda m: f"{'ok' if m[key + '_ok'] else 'FAILED'}, {m[key + '_rel_error']:.1e}"
+
+    rows = [
+        f"{data['data']}, {data['train_images']} training and {data['test_images']} test images, Keras backend "
+        f"{data['backend']}, {data['epochs']} epochs, then {data['prune_epochs']} for each pruned model; "
+        f"*sparse*: {data['target_sparsity']:.0%} of the weights zeroed by magnitude pruning; *channels*: "
+        f"{data['channel_ratio']:.0%} of the channels removed by structured pruning.", "",
+        "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+        row("Keras test accuracy", lambda m: f"{m['accuracy']:.2%}"),
+        row("parameters", lambda m: f"{m['params']:,}"),
+        row("multiply-accumulates", lambda m: f"{m['macs']:,}"),
+        row("weights that are zero", lambda m: f"{m['sparsity']:.1%}"),
+        row(".keras, gzipped (bytes)", lambda m: f"{m['gzip_bytes']:,}"),
+        row(".caffemodel (bytes)", lambda m: f"{m['caffemodel_bytes']:,}"),
+        row(".caffemodel, gzipped (bytes)", lambda m: f"{m['caffemodel_gzip_bytes']:,}"),
+        row(f"Keras -> Caffe, against {runtime} (max rel. error)", check("export")),
+        row("Caffe model's accuracy in OpenCV DNN", lambda m: f"{m['opencv_accuracy']:.2%}"),
+        row(f"Caffe -> Keras, against {runtime} (max rel. error)", check("back")),
+        row("Keras -> Caffe -> Keras, max abs. difference", lambda m: f"{m['round_trip_max_abs']:.1e}"),
+    ]
+    return "\n".join(rows)
+
+
 def pruning() -> str:
     path = RESULTS / "simple_classifier.json"
     data = _load(path)
     if data is None:
         return _missing(path, "python examples/simple_classifier.py")
-    rows = ["| | value |", "|---|---|"]
-    for key, value in _flatten(data):
-        rows.append(f"| {key} | {value} |")
+    dense, pruned = data["dense"], data["pruned"]
+    caffe = data.get("caffe", {})
+    caffe_cell = f"{caffe['accuracy']:.2%}" if caffe.get("status") == "ok" else caffe.get("status", "n/a")
+    rows = [
+        f"{data['data']}, {data['train_images']} training and {data['test_images']} test images, Keras backend "
+        f"{data['backend']}, target sparsity {data['target_sparsity']:.0%} (PolynomialDecay), "
+        f"{data['epochs']} + {data['prune_epochs']} epochs.", "",
+        "| | dense | pruned |", "|---|---|---|",
+        f"| test accuracy | {dense['accuracy']:.2%} | {pruned['accuracy']:.2%} |",
+        f"| sparsity, all weights | {dense['sparsity']:.1%} | {pruned['sparsity']:.1%} |",
+        f"| sparsity, least sparse prunable kernel | {dense['min_kernel_sparsity']:.1%} | "
+        f"{pruned['min_kernel_sparsity']:.1%} |",
+        f"| .keras (bytes) | {dense['keras_bytes']:,} | {pruned['keras_bytes']:,} |",
+        f"| .keras, gzipped (bytes) | {dense['gzip_bytes']:,} | {pruned['gzip_bytes']:,} |",
+        f"| exported Caffe model's accuracy in OpenCV DNN | | {caffe_cell} |",
+    ]
     return "\n".join(rows)
 
 
 def structured() -> str:
-    path = RESULTS / "structured_pruning.json"
+    path = RESULTS / "structured_applications.json"
     data = _load(path)
     if data is None:
-        return _missing(path, "python bench/structured_speedup.py")
-    rows = ["| | value |", "|---|---|"]
-    for key, value in _flatten(data):
-        rows.append(f"| {key} | {value} |")
+        return _missing(path, "python bench/structured_applications.py")
+    runtime = "real Caffe" if data["runtime"] == "caffe" else "OpenCV DNN"
+    rows = [f"keras.applications (weights=None, seeded), every coupled channel group cut by "
+            f"{data['ratio']:.0%}, exported with the default target and compared with {runtime} at every blob.", "",
+            "| model | MACs removed | parameters | .caffemodel (bytes) | max rel. error | blobs compared |",
+            "|---|---|---|---|---|---|"]
+    for name, m in data["models"].items():
+        rows.append(f"| {name} | {m['macs_removed']:.1%} | {m['params_before']:,} -> {m['params_after']:,} | "
+                    f"{m['caffemodel_bytes']:,} | {m['max_rel_error']:.1e}{'' if m['matches'] else ' (MISMATCH)'} | "
+                    f"{m['blobs_compared']} |")
+    speedup = _load(RESULTS / "structured_speedup.json")
+    if speedup:
+        rows += ["", f"OpenCV DNN latency of the Caffe export, before and after pruning at {speedup['ratio']:.0%} "
+                 f"({speedup['runtime']}, {speedup['threads']} thread(s), alternated in one run, median):", "",
+                 "| model | before (ms) | after (ms) | ratio | goal |", "|---|---|---|---|---|"]
+        for name, m in speedup["models"].items():
+            rows.append(f"| {name} | {m['latency_ms']['dense']:.1f} | {m['latency_ms']['pruned']:.1f} | "
+                        f"{m['latency_ratio']:.3f} | <= {speedup['goal']} |")
     return "\n".join(rows)
 
 
@@ -157,16 +221,7 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _flatten(data, prefix=""):
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            yield from _flatten(value, name + ".")
-        else:
-            yield name, _fmt(value)
-
-
-TABLES = {"caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
+TABLES = {"demo": demo, "caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
           "pruning": pruning, "structured": structured, "speed": speed}
 
 
