@@ -185,3 +185,24 @@ def test_uneven_side_pads_and_relu6_flag_judged_by_real_caffe(tmp_path):
     report = verify(model, net, per_layer=True, runtime="caffe", tensor_map=tmap)
     assert all(row.ok for row in report.layers), report.render()
     assert float(report.layers[-1].max_ref) <= 6.0
+
+
+SHUFFLE = """
+name: "shuffle"
+input: "x"
+input_shape { dim: 2 dim: 6 dim: 3 dim: 4 }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "x" top: "y" shuffle_channel_param { group: 3 } }
+"""
+
+
+@pytest.mark.pycaffe
+def test_shuffle_channel_spelled_for_real_caffe(tmp_path):
+    """Output channel i*g + j is input channel j*(C/g) + i (ShuffleNet's channel shuffle)."""
+    from keraffe.verify import run_reference
+
+    path = tmp_path / "shuffle.prototxt"
+    path.write_text(SHUFFLE)
+    net = load_net(path)
+    x = np.arange(2 * 6 * 3 * 4, dtype=np.float32).reshape(2, 6, 3, 4)
+    got = run_reference(net, {"x": x}, ["y"], "caffe")["y"]
+    np.testing.assert_array_equal(got, x.reshape(2, 3, 2, 3, 4).transpose(0, 2, 1, 3, 4).reshape(2, 6, 3, 4))

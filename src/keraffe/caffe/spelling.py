@@ -11,6 +11,8 @@ compute the same thing:
   and ``pad_w`` when opposite sides agree; uneven ones on a convolution (TF's
   'same') are brocolli's Pad layer before the unpadded convolution.
 - The Synopsys fork's ``relu_param { relu6: true }`` is the ReLU6 layer.
+- ShuffleNet's ShuffleChannel is a Reshape to (N, g, C/g, H, W), a Permute of
+  the two channel axes, and a Reshape back.
 - ``AVE_EXC_PAD`` pooling without padding is BVLC's AVE, which already leaves
   out a window's overrun past the image.
 - SENet's Axpy(a, x, y) = a * x + y is a Flatten of ``a``, a two-bottom Scale
@@ -231,6 +233,20 @@ def _pixel_shuffle_reshape(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _shuffle_channel(net, node, layer, weights, result) -> bool:
+    n, channels, height, width = net.shapes[node.inputs[0]]
+    groups = layer.shuffle_channel_param.group
+    split = result.layer.add(name=f"{layer.name}/split", type="Reshape", bottom=list(layer.bottom),
+                             top=[f"{layer.name}/split"])
+    split.reshape_param.shape.dim.extend([0, groups, channels // groups, height, width])
+    swap = result.layer.add(name=f"{layer.name}/swap", type="Permute", bottom=[split.top[0]],
+                            top=[f"{layer.name}/swapped"])
+    swap.permute_param.order.extend([0, 2, 1, 3, 4])
+    merge = result.layer.add(name=layer.name, type="Reshape", bottom=[swap.top[0]], top=list(layer.top))
+    merge.reshape_param.shape.dim.extend([0, channels, height, width])
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
@@ -240,4 +256,5 @@ _SPELLINGS = {
     "Squeeze": _squeeze,
     "Reshape": _pixel_shuffle_reshape,
     "ReLU": _relu6,
+    "ShuffleChannel": _shuffle_channel,
 }
