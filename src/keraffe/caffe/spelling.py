@@ -11,6 +11,8 @@ compute the same thing:
   and ``pad_w`` when opposite sides agree; uneven ones on a convolution (TF's
   'same') are brocolli's Pad layer before the unpadded convolution.
 - The Synopsys fork's ``relu_param { relu6: true }`` is the ReLU6 layer.
+- The Synopsys fork's ResizeNearestNeighbor by an integer factor is the YOLO
+  forks' (and brocolli's) nearest Upsample.
 - ShuffleNet's ShuffleChannel is a Reshape to (N, g, C/g, H, W), a Permute of
   the two channel axes, and a Reshape back.
 - ``AVE_EXC_PAD`` pooling without padding is BVLC's AVE, which already leaves
@@ -247,6 +249,16 @@ def _shuffle_channel(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _resize_nearest(net, node, layer, weights, result) -> bool:
+    in_h, in_w = net.shapes[node.inputs[0]][2:]
+    out_h, out_w = net.shapes[node.outputs[0]][2:]
+    if out_h % in_h or out_w % in_w or out_h // in_h != out_w // in_w:
+        return False
+    upsample = result.layer.add(name=layer.name, type="Upsample", bottom=list(layer.bottom), top=list(layer.top))
+    upsample.upsample_param.scale = out_h // in_h
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
@@ -257,4 +269,5 @@ _SPELLINGS = {
     "Reshape": _pixel_shuffle_reshape,
     "ReLU": _relu6,
     "ShuffleChannel": _shuffle_channel,
+    "ResizeNearestNeighbor": _resize_nearest,
 }

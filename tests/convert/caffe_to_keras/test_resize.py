@@ -31,6 +31,18 @@ CASES = [
     Case("upsample_nearest_3_after_conv", inputs(x=(2, 3, 3, 4)),
          layer("Convolution", "convolution_param { num_output: 2 kernel_size: 1 }", tops=("c",), name="conv")
          + layer("Upsample", "upsample_param { scale: 3 }", bottoms=("c",))),
+    # The Synopsys fork's TF nearest resize, judged by real Caffe's Upsample.
+    Case("resize_nearest_2", inputs(x=(2, 3, 5, 4)),
+         layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" scale_height: 2.0 '
+               'scale_width: 2.0 }'), check=lambda m, p: classes_of(m, p) == ["UpSampling2D"]),
+    Case("resize_nearest_3_by_size", inputs(x=(2, 3, 3, 4)),
+         layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" output_height: 9 '
+               'output_width: 12 }')),
+    # ---------------------------------------------------------------- Interp in real Caffe (spelled as
+    # InnerProducts, see keraffe.caffe.spelling) and in OpenCV, which has its own Interp
+    Case("interp_size_up_caffe", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }")),
+    Case("interp_crop_zoom_caffe", inputs(x=(2, 2, 7, 6)),
+         layer("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 }")),
     # ---------------------------------------------------------------- Interp on OpenCV
     Case("interp_size_up", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }"),
          runtime="opencv"),
@@ -190,3 +202,11 @@ def test_unpooling_masks_that_do_not_tile_are_refused(pool, tmp_path):
                         "unpool"))
     with pytest.raises(ConversionError, match="only masks of unpadded pooling"):
         convert(build_net([case], tmp_path / "net.prototxt"))
+
+
+def test_resize_nearest_with_half_pixel_centres_is_refused(tmp_path):
+    case = Case("half_pixel", inputs(x=(1, 2, 3, 3)),
+                layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" '
+                      "scale_height: 2.0 scale_width: 2.0 half_pixel_centers: true }"))
+    with pytest.raises(ConversionError, match="half_pixel_centers"):
+        convert_case(case, tmp_path)

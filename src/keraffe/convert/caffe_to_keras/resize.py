@@ -51,3 +51,29 @@ def interp(ctx, node):
     p = node.param.interp_param
     layer = keras_layers.Interp(size, p.pad_beg, p.pad_end, name=ctx.blob_name(node))
     ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
+
+
+@caffe_layer("ResizeNearestNeighbor")
+def resize_nearest_neighbor(ctx, node):
+    """TF's nearest resize as converted by the Synopsys fork: source pixel floor(dst * in / out).
+
+    With an integer scale and TF's defaults (no align_corners, no half-pixel
+    centres) that is Keras' nearest UpSampling2D, exactly; other settings pick
+    other source pixels and are refused rather than approximated.
+    """
+    param = node.param.resize_nearest_neighbor_param
+    in_hw = ctx.in_shape(node)[2:]
+    out_hw = ctx.out_shape(node)[2:]
+    factors = tuple(o // i for o, i in zip(out_hw, in_hw))
+    reasons = []
+    if param.data_format.upper() != "NCHW":
+        reasons.append(f"data_format {param.data_format!r} (only NCHW blobs convert)")
+    if param.align_corners or param.half_pixel_centers:
+        reasons.append("align_corners or half_pixel_centers set")
+    if any(f * i != o for f, i, o in zip(factors, in_hw, out_hw)):
+        reasons.append(f"output {out_hw} not an integer multiple of the input {in_hw}")
+    if reasons:
+        raise ConversionError(f"layer '{node.name}' (ResizeNearestNeighbor) has {'; '.join(reasons)}; only integer "
+                              "upscaling with TF's default pixel choice is exactly Keras' nearest UpSampling2D")
+    layer = keras.layers.UpSampling2D(size=factors, interpolation="nearest", name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
