@@ -77,6 +77,7 @@ INPUT_SHAPES = {
     "rednet_denoiser/REDNet_ch3.prototxt": (1, 3, 64, 64),
     "vdsr/VDSR_net_deploy.prototxt": (1, 1, 64, 64),
     "hed/deploy.prototxt": (1, 3, 128, 128),
+    "retinanet_r101_fpn/detectron2_retinanet_R_101_FPN_3_convert_optimized.prototxt": (1, 3, 256, 256),
     # OpenPose declares a 1x1 image "defined at runtime".
     "openpose_coco/pose_deploy_linevec.prototxt": (1, 3, 64, 64),
     "openpose_face/pose_deploy.prototxt": (1, 3, 64, 64),
