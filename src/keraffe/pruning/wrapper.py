@@ -71,6 +71,17 @@ def _run_branch(pred, true_fn, false_fn):
     return torch.cond(pred, true_fn, false_fn)
 
 
+def _unchanged(masks):
+    """The untaken-branch result: the masks themselves, copied only for ``torch.cond``.
+
+    torch.cond rejects branch outputs that alias its inputs; XLA's conditional
+    does not, and skipping the copy there saves a pass over every mask per step.
+    """
+    if keras.backend.backend() == "torch":
+        return [ops.copy(mask) for mask in masks]
+    return list(masks)
+
+
 @keras.saving.register_keras_serializable(package="keraffe")
 class PruneLowMagnitude(keras.layers.Wrapper):
     """Prunes the weights of the wrapped layer by magnitude, following a schedule.
@@ -192,8 +203,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             new_masks = _run_branch(
                 should_prune,
                 lambda: self._recompute_masks(weights, current_masks, sparsity),
-                # A fresh copy: torch.cond rejects branch outputs that alias inputs.
-                lambda: [ops.copy(mask) for mask in current_masks],
+                lambda: _unchanged(current_masks),
             )
         for variable, value in zip(self._masks, new_masks):
             variable.assign(value)
