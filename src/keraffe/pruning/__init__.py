@@ -14,7 +14,10 @@ so migrating is an import change::
 
 Importing this package registers the pruning classes with Keras, which is all
 ``keras.saving.load_model`` needs to reload a model saved in the middle of pruning.
-See docs/pruning.md.
+Structured pruning (whole channels removed, so the model is physically smaller
+and faster in Caffe) lives in ``keraffe.pruning.structured``; its main names are
+re-exported here: ``from keraffe.pruning import prune_channels``.
+See docs/pruning.md and docs/structured_pruning.md.
 """
 
 from keraffe.pruning.api import prune_low_magnitude, prune_scope, pruning_wrappers, strip_pruning
@@ -23,25 +26,63 @@ from keraffe.pruning.masks import SparsityPattern
 from keraffe.pruning.prunable import PrunableLayer, WeightRule, register_prunable_layer
 from keraffe.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from keraffe.pruning.summary import LayerSparsity, ModelSparsity, summary
+from keraffe.pruning.structured import (
+    ChannelGraph,
+    ChannelGroup,
+    ChannelPlan,
+    ChannelPruningOptions,
+    FoldResult,
+    GradualChannelPruning,
+    ModelMeasurements,
+    PruneResult,
+    SensitivityResult,
+    StructuredReport,
+    Taylor,
+    UnfoldedConstant,
+    copy_model,
+    model_macs,
+    plan_channels,
+    prune_channels,
+    sensitivity,
+    structured_report,
+)
 from keraffe.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelPlan",
+    "ChannelPruningOptions",
     "ConstantSparsity",
+    "FoldResult",
+    "GradualChannelPruning",
     "LayerSparsity",
+    "ModelMeasurements",
     "ModelSparsity",
     "PolynomialDecay",
     "PrunableLayer",
     "PruneLowMagnitude",
+    "PruneResult",
     "PruningSchedule",
     "PruningSummaries",
+    "SensitivityResult",
     "SparsityPattern",
+    "StructuredReport",
+    "Taylor",
+    "UnfoldedConstant",
     "UpdatePruningStep",
     "WeightRule",
+    "copy_model",
     "layer_sparsities",
+    "model_macs",
+    "plan_channels",
+    "prune_channels",
     "prune_low_magnitude",
     "prune_scope",
     "pruning_wrappers",
     "register_prunable_layer",
+    "sensitivity",
     "strip_pruning",
+    "structured_report",
     "summary",
 ]
