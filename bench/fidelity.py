@@ -4,8 +4,9 @@ Each model is built with weights=None and a fixed seed, exported by keraffe,
 and compared with Keras' own predict on a seeded input, blob by blob (every
 Caffe blob that holds a Keras tensor), in real Caffe and in OpenCV 4.x DNN.
 The largest relative error (max abs error over max |reference|) over all
-compared tensors is recorded. Real Caffe refuses weight files over 512 MiB
-(VGG16, VGG19); the table says so rather than leaving a gap.
+compared tensors is recorded. Weight files over 512 MiB (VGG16, VGG19), which
+real Caffe's own reader refuses, reach real Caffe through pycaffe's weights
+setter (keraffe.verify handles that).
 
     python bench/fidelity.py [--models ResNet50 ...] [--out bench/results/applications.json]
 """

@@ -94,7 +94,7 @@ def test_missing_file(tmp_path):
 
 
 @pytest.mark.parametrize("name, fragment", [
-    ("model.keras", "Keras cannot load this model: "),
+    ("model.keras", "not a .keras archive (a .keras file is a zip holding config.json"),
     ("model.h5", "not an HDF5 file"),
     ("model.txt", "Keras cannot load this model: File format not supported"),
 ])
@@ -106,6 +106,18 @@ def test_garbage_is_a_clear_error(tmp_path, name, fragment):
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and fragment in message
     assert "\n" not in message
+
+
+def test_truncated_keras_archive_is_named_as_such(tmp_path):
+    whole = tmp_path / "whole.keras"
+    save_keras_model(small_model(), whole)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(KeraffeError) as caught:
+        load_keras_model(truncated)
+    # Keras itself says "File not found" here, which points users the wrong way.
+    assert "not found" not in str(caught.value)
+    assert str(caught.value).startswith(f"{truncated}: not a .keras archive")
 
 
 def test_weights_only_h5_is_refused(tmp_path):

@@ -23,6 +23,7 @@ def load_keras_model(path: str | os.PathLike):
     path = Path(path)
     if not path.is_file():
         raise KeraffeError(f"{path}: Keras model file not found")
+    _check_container(path)
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as error:
@@ -42,6 +43,26 @@ def load_keras_model(path: str | os.PathLike):
         if legacy is not None:
             return legacy
         raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(str(error))}") from None
+
+
+def _check_container(path: Path) -> None:
+    """Refuse a file that is not the container its suffix promises, before Keras misreports it.
+
+    Keras answers a corrupt or truncated .keras file with "File not found",
+    which sends users looking in the wrong place.
+    """
+    import zipfile
+
+    import h5py
+
+    suffix = path.suffix.lower()
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise KeraffeError(
+            f"{path}: not a .keras archive (a .keras file is a zip holding config.json and "
+            "model.weights.h5); the file is corrupt, truncated or of another format"
+        )
+    if suffix in (".h5", ".hdf5") and not h5py.is_hdf5(path):
+        raise KeraffeError(f"{path}: not an HDF5 file; the Keras .h5 model is corrupt, truncated or of another format")
 
 
 def _lambda_error(path: Path, names: list[str]) -> KeraffeError:
