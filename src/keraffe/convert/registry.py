@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, Iterable, TypeVar
 
 Handler = TypeVar("Handler", bound=Callable)
 
 
 class Registry(Generic[Handler]):
-    def __init__(self, what: str):
+    """Handlers of one direction, registered by the family modules of ``package``.
+
+    The family modules import keras (and each other's helpers), so they are
+    imported on first use, by ``load``, not when the package is.
+    """
+
+    def __init__(self, what: str, package: str, families: Iterable[str]):
         self.what = what
+        self.package = package
+        self.family_modules = tuple(families)
         self._handlers: dict[str, Handler] = {}
         self._families: dict[str, str] = {}
+        self._loaded = False
+
+    def load(self) -> "Registry[Handler]":
+        """Import every family module once, so that every handler is registered."""
+        if not self._loaded:
+            self._loaded = True
+            for family in self.family_modules:
+                importlib.import_module(f"{self.package}.{family}")
+        return self
 
     def register(self, *names: str) -> Callable[[Handler], Handler]:
         def decorate(handler: Handler) -> Handler:

@@ -8,7 +8,6 @@ missing ones in one error), then calls the handlers in net order.
 
 from __future__ import annotations
 
-import importlib
 from typing import Callable
 
 from keraffe.caffe.net import CaffeNet, LayerNode, refuse_layer_types
@@ -18,21 +17,15 @@ from keraffe.convert.registry import Registry
 
 Handler = Callable[["CaffeToKerasContext", LayerNode], None]  # noqa: F821
 
-HANDLERS: Registry[Handler] = Registry("Caffe -> Keras handler")
-caffe_layer = HANDLERS.register
-
 FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection")
 
-_loaded = False
+HANDLERS: Registry[Handler] = Registry("Caffe -> Keras handler", __name__, FAMILIES)
+caffe_layer = HANDLERS.register
 
 
 def load_handlers() -> Registry[Handler]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for family in FAMILIES:
-            importlib.import_module(f"keraffe.convert.caffe_to_keras.{family}")
-    return HANDLERS
+    """Every handler of this direction, its family modules imported on first use."""
+    return HANDLERS.load()
 
 
 def check_supported(net: CaffeNet) -> None:

@@ -10,7 +10,6 @@ lists everything that cannot in one error.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Callable
 
 from keraffe.convert.registry import Registry
@@ -18,22 +17,16 @@ from keraffe.errors import ConversionError, UnsupportedLayerError
 
 Handler = Callable[..., None]
 
-HANDLERS: Registry[Handler] = Registry("Keras -> Caffe handler")
-keras_layer = HANDLERS.register
-
 FAMILIES = ("core", "activations", "conv", "pooling", "normalization", "merging", "reshaping", "keraffe_layers",
             "sequence")
 
-_loaded = False
+HANDLERS: Registry[Handler] = Registry("Keras -> Caffe handler", __name__, FAMILIES)
+keras_layer = HANDLERS.register
 
 
 def load_handlers() -> Registry[Handler]:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for family in FAMILIES:
-            importlib.import_module(f"keraffe.convert.keras_to_caffe.{family}")
-    return HANDLERS
+    """Every handler of this direction, its family modules imported on first use."""
+    return HANDLERS.load()
 
 
 @dataclasses.dataclass
