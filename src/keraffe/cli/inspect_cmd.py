@@ -100,7 +100,8 @@ def _run_keras(args, path: Path) -> int:
     from keraffe.keras_io import load_keras_model
 
     model = load_keras_model(path)
-    result = summary(model)
+    # A .keras file's own sizes (what a user ships); an .h5 file is measured as .keras.
+    result = summary(model, saved_file=path if path.suffix == ".keras" else None)
     if args.json:
         json.dump(result.to_dict(), sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -215,13 +215,16 @@ def _saved_sizes(model=None, path: Path | None = None) -> tuple[int, int]:
     return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
 
 
-def summary(model) -> ModelSparsity:
+def summary(model, saved_file: str | os.PathLike | None = None) -> ModelSparsity:
     """Per-layer parameters, non-zeros and sparsity, and the model's saved and gzip sizes.
 
     ``model``: a built Keras model, or the path of a ``.keras`` file (then the
     sizes are those of that file, as ``keraffe inspect`` reports them).
+    ``saved_file``: the ``.keras`` file ``model`` was loaded from, when the
+    caller loaded it; the sizes are then that file's (optimizer state
+    included), not those of the model saved again.
     """
-    path = None
+    path = Path(saved_file) if saved_file is not None else None
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         if path.suffix != ".keras" or not path.is_file():
