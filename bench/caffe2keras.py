@@ -65,12 +65,10 @@ SETUP = PRELUDE + textwrap.dedent("""
 
 KERAFFE = PRELUDE + textwrap.dedent("""
     import keraffe
-    from keraffe.caffe.net import load_net
-    from keraffe.convert.caffe_to_keras import convert_net
     from keraffe.keras_io import save_keras_model
     before = rss()
-    net = load_net(sys.argv[1], sys.argv[2])
-    model, _ = convert_net(net)
+    # What `keraffe caffe2keras` does: the net is loaded only to be converted.
+    model = keraffe.caffe_to_keras(sys.argv[1], sys.argv[2])
     save_keras_model(model, sys.argv[3])
     import json
     print(json.dumps({"net_peak": peak() - before, "raw_peak": peak()}))

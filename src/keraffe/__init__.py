@@ -32,7 +32,7 @@ def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TE
     from keraffe.convert.caffe_to_keras import check_supported, convert_net
 
     net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported)
-    model, tensor_map = convert_net(net)
+    model, tensor_map = convert_net(net, release_weights=True)
     model.keraffe_tensor_map = tensor_map
     return model
 

@@ -33,7 +33,7 @@ def run(args) -> int:
     refuse_overwriting_input(args.output, args.prototxt, args.weights)
     net = load_net(args.prototxt, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage,
                    check_types=check_supported)
-    model, tensor_map = convert_net(net)
+    model, tensor_map = convert_net(net, release_weights=True)
     save_keras_model(model, args.output)
     kinds = Counter(type(layer).__name__ for layer in model.layers)
     custom = sorted(name for name in kinds if type(model.get_layer(

@@ -55,8 +55,13 @@ def model_outputs(net: CaffeNet):
     return silenced
 
 
-def convert_net(net: CaffeNet):
-    """Convert a loaded Caffe net; returns (keras.Model, TensorMap)."""
+def convert_net(net: CaffeNet, release_weights: bool = False):
+    """Convert a loaded Caffe net; returns (keras.Model, TensorMap).
+
+    ``release_weights=True`` hands the net's weight arrays to Keras layer by
+    layer and drops them from the net (see CaffeToKerasContext): for callers
+    that loaded the net only to convert it.
+    """
     import keras
 
     from keraffe.convert.caffe_to_keras.context import CaffeToKerasContext, sanitize
@@ -65,13 +70,15 @@ def convert_net(net: CaffeNet):
 
     net = run_caffe_to_keras_passes(net)
     check_supported(net)
-    ctx = CaffeToKerasContext(net)
+    ctx = CaffeToKerasContext(net, release_weights=release_weights)
     ctx.reserve_output_names(model_outputs(net))
     for tensor, (producer, fused_into) in net.fused.items():
         ctx.fused(tensor, producer, fused_into)
     inputs = []
     for node in net.layers:
         HANDLERS.get(node.type)(ctx, node)
+        if release_weights:
+            node.weights = None
         if node.type == "Input":
             inputs.extend(ctx.values[t].tensor for t in node.outputs)
     outputs = []

@@ -11,6 +11,7 @@ here, so handlers stay a few lines each.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 
 import keras
@@ -36,9 +37,28 @@ def sanitize(name: str) -> str:
     return cleaned or "blob"
 
 
+class _GivenValue(keras.initializers.Initializer):
+    """Initialise a variable with an array already in Keras layout (used once, at build time)."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        return self.value
+
+
 class CaffeToKerasContext:
-    def __init__(self, net: CaffeNet):
+    """One conversion's state.
+
+    ``release_weights``: the caller hands the net's weight arrays over; each is
+    dropped from the net as soon as its layer has taken it, so a conversion
+    holds about one copy of the weights beyond the Keras model's own (VGG-16's
+    fc6 alone is 411 MB). The net's weights are gone afterwards.
+    """
+
+    def __init__(self, net: CaffeNet, release_weights: bool = False):
         self.net = net
+        self.release_weights = release_weights
         self.values: dict[Tensor, KerasValue] = {}
         self.map = TensorMap()
         self._used_names: set[str] = set()
@@ -90,7 +110,46 @@ class CaffeToKerasContext:
         return self.net.shapes[node.outputs[index]]
 
     def weights(self, node: LayerNode) -> list[np.ndarray] | None:
-        return node.weights
+        weights = node.weights
+        if self.release_weights:
+            node.weights = None
+        return weights
+
+    def call_with_weights(self, node: LayerNode, layer: keras.layers.Layer, x, arrays: list[np.ndarray] | None):
+        """Call a fresh layer on ``x``, its variables created from ``arrays`` (None: Keras' own initialisers).
+
+        Creating each variable from its final value costs one copy of it. Keras'
+        initialiser followed by ``set_weights`` costs the random draw, its
+        temporaries and the assigned tensor besides: three times a layer's
+        weights at the peak. The layer's configured initialisers are untouched.
+        """
+        if arrays is None:
+            return layer(x)
+        pending = [np.asarray(a, dtype=np.float32) for a in arrays]
+        given = [tuple(a.shape) for a in pending]
+        created = []
+        add_weight = layer.add_weight
+        signature = inspect.signature(add_weight)
+
+        def add_given_weight(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            if pending:
+                bound.arguments["initializer"] = _GivenValue(pending.pop(0))
+                created.append(tuple(bound.arguments.get("shape") or ()))
+            return add_weight(*bound.args, **bound.kwargs)
+
+        object.__setattr__(layer, "add_weight", add_given_weight)
+        try:
+            y = layer(x)
+        finally:
+            object.__delattr__(layer, "add_weight")
+        expected = [tuple(w.shape) for w in layer.weights]
+        if expected != given or created != given:
+            raise ConversionError(
+                f"layer '{node.name}' ({node.type}): converted weights have shapes {given}, "
+                f"Keras layer '{layer.name}' expects {expected}"
+            )
+        return y
 
     def set_weights(self, node: LayerNode, layer: keras.layers.Layer, arrays: list[np.ndarray] | None) -> None:
         """Load converted weights into a built Keras layer (skipped when the net has no weights)."""

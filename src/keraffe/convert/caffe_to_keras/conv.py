@@ -63,6 +63,7 @@ def convolution(ctx, node):
         to_keras = conv_kernel_to_keras
     weights = ctx.weights(node)
     arrays = None if weights is None else [to_keras(weights[0])] + ([weights[1]] if g.bias_term else [])
+    weights = None  # a released Caffe array can go once converted
     pad_layer = None
     if explicit:
         pad_layer = keras.layers.ZeroPadding2D(explicit, name=ctx.helper_name(node, "pad"))
@@ -71,9 +72,7 @@ def convolution(ctx, node):
         x = ctx.input(node, index, NHWC)
         if pad_layer is not None:
             x = pad_layer(x)
-        y = layer(x)
-        if index == 0:
-            ctx.set_weights(node, layer, arrays)
+        y = ctx.call_with_weights(node, layer, x, arrays) if index == 0 else layer(x)
         if subsample is not None:
             y = subsample(y)
         ctx.emit(node, index, y, NHWC)
@@ -97,6 +96,7 @@ def deconvolution(ctx, node):
     arrays = None
     if weights is not None:
         arrays = [deconv_kernel_to_keras(weights[0])] + ([weights[1]] if g.bias_term else [])
+    weights = None  # a released Caffe array can go once converted
     crop = None
     # Keras' Conv2DTranspose refuses a stride together with a dilation; keraffe's layer takes both.
     strided_dilation = any(s > 1 for s in g.stride) and any(d > 1 for d in g.dilation)
@@ -112,9 +112,8 @@ def deconvolution(ctx, node):
                                              dilation_rate=g.dilation, use_bias=g.bias_term,
                                              name=ctx.helper_name(node, "deconv") if crop else name)
     for index in range(len(node.inputs)):
-        y = layer(ctx.input(node, index, NHWC))
-        if index == 0:
-            ctx.set_weights(node, layer, arrays)
+        x = ctx.input(node, index, NHWC)
+        y = ctx.call_with_weights(node, layer, x, arrays) if index == 0 else layer(x)
         if crop is not None:
             crop_name = name if index == 0 else ctx.blob_name(node, index)
             y = keras.layers.Cropping2D(crop, name=crop_name)(y)
