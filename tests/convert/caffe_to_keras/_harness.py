@@ -110,9 +110,14 @@ def build_net(cases, path: Path, seed: int = 0) -> CaffeNet:
 
 
 def convert(net: CaffeNet):
+    """Convert a copy of the net the way the CLI and keraffe.caffe_to_keras do (weights handed over)."""
+    import copy
+
     from keraffe.convert.caffe_to_keras import convert_net
 
-    model, tensor_map = convert_net(net)
+    handed_over = copy.deepcopy(net)
+    model, tensor_map = convert_net(handed_over, release_weights=True)
+    assert not handed_over.has_weights, "a handler kept Caffe weights it was handed"
     model.keraffe_tensor_map = tensor_map
     return model
 

@@ -68,7 +68,14 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
     from keraffe.layout import NHWC, identity
     from keraffe.passes import run_caffe_to_keras_passes
 
+    given = net
     net = run_caffe_to_keras_passes(net)
+    if release_weights:
+        # Layers a pass replaced (BatchNorm + Scale, fused) gave their arrays to the new layer.
+        kept = {id(node) for node in net.layers}
+        for node in given.layers:
+            if id(node) not in kept:
+                node.weights = None
     check_supported(net)
     ctx = CaffeToKerasContext(net, release_weights=release_weights)
     ctx.reserve_output_names(model_outputs(net))

@@ -59,6 +59,7 @@ class CaffeToKerasContext:
     def __init__(self, net: CaffeNet, release_weights: bool = False):
         self.net = net
         self.release_weights = release_weights
+        self._released: set[str] = set()
         self.values: dict[Tensor, KerasValue] = {}
         self.map = TensorMap()
         self._used_names: set[str] = set()
@@ -110,8 +111,14 @@ class CaffeToKerasContext:
         return self.net.shapes[node.outputs[index]]
 
     def weights(self, node: LayerNode) -> list[np.ndarray] | None:
+        """The node's Caffe weights; with ``release_weights``, handed over once (the net keeps none)."""
         weights = node.weights
         if self.release_weights:
+            if node.name in self._released:
+                raise RuntimeError(f"handler for layer '{node.name}' ({node.type}) asked for its released weights "
+                                   "twice; it must keep the first answer")
+            if weights is not None:
+                self._released.add(node.name)
             node.weights = None
         return weights
 

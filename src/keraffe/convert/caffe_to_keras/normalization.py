@@ -131,7 +131,7 @@ def _learned_affine(ctx, node, *, scale_weight, bias_weight, axis, num_axes, use
     param_shape = _broadcast_param_shape(value, caffe_shape, axis, covered)
     layer = keras_layers.AxisScale(param_shape, use_scale=use_scale, use_bias=use_bias, name=ctx.blob_name(node))
     y = layer(value.tensor)
-    if ctx.weights(node) is not None:
+    if scale_weight is not None or bias_weight is not None:
         arrays = []
         for weight, used in ((scale_weight, use_scale), (bias_weight, use_bias)):
             if used:
