@@ -206,3 +206,28 @@ def test_shuffle_channel_spelled_for_real_caffe(tmp_path):
     x = np.arange(2 * 6 * 3 * 4, dtype=np.float32).reshape(2, 6, 3, 4)
     got = run_reference(net, {"x": x}, ["y"], "caffe")["y"]
     np.testing.assert_array_equal(got, x.reshape(2, 3, 2, 3, 4).transpose(0, 2, 1, 3, 4).reshape(2, 6, 3, 4))
+
+
+BROADCAST_MUL = """
+name: "mul"
+layer { name: "x" type: "Input" top: "x" input_param { shape { dim: 2 dim: 1 dim: 3 dim: 4 } } }
+layer { name: "s" type: "Input" top: "s" input_param { shape { dim: 2 dim: 5 dim: 3 dim: 1 } } }
+layer { name: "y" type: "Mul" bottom: "x" bottom: "s" top: "y" }
+"""
+
+
+def test_broadcast_mul_spelled_as_tiles_and_a_product_for_real_caffe(tmp_path):
+    """The Synopsys Mul broadcasts like NumPy; each bottom is tiled along its size-1 axes first."""
+    from keraffe.verify import run_reference
+
+    path = tmp_path / "mul.prototxt"
+    path.write_text(BROADCAST_MUL)
+    net = load_net(path)
+    layers = {layer.name: layer for layer in bvlc_spelling(net)[0].layer}
+    assert [(layers[n].tile_param.axis, layers[n].tile_param.tiles) for n in ("y/tile0_1", "y/tile1_3")] == [
+        (1, 5), (3, 4)]
+    assert layers["y"].type == "Eltwise" and list(layers["y"].bottom) == ["y/tile0_1", "y/tile1_3"]
+    rng = np.random.default_rng(0)
+    x, s = rng.standard_normal((2, 1, 3, 4), dtype=np.float32), rng.standard_normal((2, 5, 3, 1), dtype=np.float32)
+    got = run_reference(net, {"x": x, "s": s}, ["y"], "caffe")["y"]
+    np.testing.assert_array_equal(got, x * s)

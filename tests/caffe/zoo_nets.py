@@ -74,7 +74,7 @@ EXCLUDED: dict[str, str] = {
     "mobilenet_v1_025_tfconvert/mobilenet_v1_0.25_128_convert.prototxt":
         "not in brocolli: Squeeze; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "mobilenet_v3_small/v3-small_224_0.75_float_convert_optimized.prototxt":
-        "not in brocolli: Mul; no keraffe shape rule: Mul; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
+        "not in brocolli: Mul; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "mobilenet_yolov2/mobilenet_yolo_deploy.prototxt":
         "not in brocolli: DepthwiseConvolution, YoloDetectionOutput; no keraffe shape rule: YoloDetectionOutput",
     "mobilenet_yolov3_lite_tusimple/mobilenet_yolov3_lite_deploy.prototxt":

@@ -25,6 +25,8 @@ compute the same thing:
   writes each value where the mask says, on an output of the given size.
 - The Synopsys fork's Squeeze is a Reshape to its output shape, and its
   Reshape with ``pixelshuffler`` is brocolli's PixelShuffle (PyTorch's).
+- The Synopsys fork's Mul (a product broadcast as NumPy does) is a Tile of
+  each bottom along every axis it is broadcast on, then an Eltwise product.
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
@@ -259,6 +261,26 @@ def _resize_nearest(net, node, layer, weights, result) -> bool:
     return True
 
 
+def _broadcast_mul(net, node, layer, weights, result) -> bool:
+    out = net.shapes[node.outputs[0]]
+    bottoms = []
+    for index, bottom in enumerate(layer.bottom):
+        shape = net.shapes[node.inputs[index]]
+        if len(shape) != len(out):
+            return False
+        for axis, (have, want) in enumerate(zip(shape, out)):
+            if have != want:
+                name = f"{layer.name}/tile{index}_{axis}"
+                tile = result.layer.add(name=name, type="Tile", bottom=[bottom], top=[name])
+                tile.tile_param.axis = axis
+                tile.tile_param.tiles = want
+                bottom = name
+        bottoms.append(bottom)
+    product = result.layer.add(name=layer.name, type="Eltwise", bottom=bottoms, top=list(layer.top))
+    product.eltwise_param.operation = pb.EltwiseParameter.PROD
+    return True
+
+
 _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
@@ -270,4 +292,5 @@ _SPELLINGS = {
     "ReLU": _relu6,
     "ShuffleChannel": _shuffle_channel,
     "ResizeNearestNeighbor": _resize_nearest,
+    "Mul": _broadcast_mul,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keraffe.errors import ConversionError
+from keraffe.errors import ConversionError, ShapeError
 
 from ._harness import (Batch, Case, assert_case, assert_close, build_net, classes_of, convert, convert_case, inputs,
                        params)
@@ -165,6 +165,17 @@ CASES = [
     Case("argmax_channels_top2_values", inputs(x=(2, 5, 3, 4)),
          layer("ArgMax", "argmax_param { axis: 1 top_k: 2 out_max_val: true }")),
     Case("argmax_width_top2", IMAGE, layer("ArgMax", "argmax_param { axis: 3 top_k: 2 }")),
+    # ---------------------------------------------------------------- Mul (Synopsys fork, NumPy broadcasting)
+    # Real Caffe gets it as Tile + Eltwise PROD (keraffe.caffe.spelling).
+    Case("mul_same_shape", inputs(x=(2, 3, 4, 5), s=(2, 3, 4, 5)), layer("Mul", bottoms=("x", "s")),
+         check=exactly("Multiply")),
+    Case("mul_squeeze_excite", inputs(x=(2, 6, 4, 5), s=(2, 6, 1, 1)), layer("Mul", bottoms=("x", "s"))),
+    Case("mul_both_broadcast", inputs(x=(2, 1, 4, 5), s=(2, 3, 4, 1)), layer("Mul", bottoms=("x", "s"))),
+    Case("mul_rank2", inputs(x=(2, 7), s=(2, 1)), layer("Mul", bottoms=("x", "s"))),
+    # TF-converted nets multiply NHWC-permuted blobs: (N, H, W, C) * (N, 1, 1, C).
+    Case("mul_after_permute", inputs(x=(2, 6, 3, 4), s=(2, 1, 1, 6)),
+         layer("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }", tops=("p",), name="perm")
+         + layer("Mul", bottoms=("p", "s"), name="mul")),
     # ---------------------------------------------------------------- OpenCV: ShuffleChannel
     Case("shuffle_channel_g2", inputs(x=(1, 6, 3, 4)), layer("ShuffleChannel", "shuffle_channel_param { group: 2 }"),
          runtime="opencv"),
@@ -215,6 +226,23 @@ def test_axpy_matches_numpy_reference(shape, tmp_path):
     _, _, values, outputs = convert_case(case, tmp_path)
     a, x, y = (values["axpy__" + k].astype(np.float64) for k in "axy")
     assert_close("axpy", a * x + y, outputs["axpy__z"])
+
+
+@pytest.mark.parametrize("shapes, message", [
+    (((2, 3, 4), (1, 3, 4)), "broadcast over the batch axis or differ in rank"),
+    (((2, 3, 4, 5), (3, 4, 5)), "broadcast over the batch axis or differ in rank"),
+])
+def test_mul_beyond_same_rank_is_refused(shapes, message, tmp_path):
+    case = Case("mul_refused", inputs(x=shapes[0], s=shapes[1]), layer("Mul", bottoms=("x", "s")))
+    net = build_net([case], tmp_path / "net.prototxt")
+    with pytest.raises(ConversionError, match=message):
+        convert(net)
+
+
+def test_mul_shapes_that_do_not_broadcast_are_a_shape_error(tmp_path):
+    case = Case("mul_bad", inputs(x=(2, 3, 4), s=(2, 2, 4)), layer("Mul", bottoms=("x", "s")))
+    with pytest.raises(ShapeError, match=r"do not broadcast \(sizes 3 and 2\)"):
+        build_net([case], tmp_path / "net.prototxt")
 
 
 def test_pixelshuffler_matches_pytorch_pixel_shuffle(tmp_path):

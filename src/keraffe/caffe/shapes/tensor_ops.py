@@ -229,3 +229,18 @@ def squeeze(layer, bottoms):
     if any(bottom[a] != 1 for a in axes):
         raise ShapeError(f"axes {sorted(axes)} of {bottom} are not all of size 1")
     return LayerShapes((tuple(d for i, d in enumerate(bottom) if i not in axes),))
+
+
+@shape_rule("Mul")
+def mul(layer, bottoms):
+    """Synopsys fork (TF's Mul): elementwise product of two bottoms, broadcast as NumPy does."""
+    expect_bottoms(layer, bottoms, 2)
+    first, second = bottoms
+    rank = max(len(first), len(second))
+    padded = [(1,) * (rank - len(b)) + tuple(b) for b in (first, second)]
+    top = []
+    for a, b in zip(*padded):
+        if a != b and 1 not in (a, b):
+            raise ShapeError(f"bottoms {first} and {second} do not broadcast (sizes {a} and {b})")
+        top.append(max(a, b))
+    return LayerShapes((tuple(top),))

@@ -1,4 +1,5 @@
-"""Eltwise, Concat, Slice, Flatten, Reshape, Squeeze, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel, Axpy.
+"""Eltwise, Mul, Concat, Slice, Flatten, Reshape, Squeeze, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel,
+Axpy.
 
 Layout is what matters here: Permute costs nothing (the Keras tensor stays, its
 recorded layout changes), Flatten of an NHWC image keeps Keras' order and lets
@@ -46,6 +47,24 @@ def eltwise(ctx, node):
         else:
             layer = keras_layers.WeightedSum(coefficients, name=name)
     ctx.emit(node, 0, layer(tensors), layout)
+
+
+@caffe_layer("Mul")
+def mul(ctx, node):
+    """Synopsys fork (TF's Mul): a broadcasting product, as in TF-converted squeeze-excite blocks.
+
+    Both bottoms are taken in the first one's layout; a layout permutes axes the
+    same way for both, so their size-1 axes still line up, and Keras' Multiply
+    broadcasts them.
+    """
+    first, second = ctx.in_shape(node, 0), ctx.in_shape(node, 1)
+    if len(first) != len(second) or first[0] != second[0]:
+        raise ConversionError(
+            f"layer '{node.name}' (Mul): bottoms {first} and {second} broadcast over the batch axis or differ "
+            "in rank; only same-rank bottoms with one batch size convert"
+        )
+    tensors, layout = _common_layout(ctx, node)
+    ctx.emit(node, 0, keras.layers.Multiply(name=ctx.blob_name(node))(tensors), layout)
 
 
 @caffe_layer("Axpy")
