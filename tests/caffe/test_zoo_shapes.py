@@ -11,8 +11,10 @@ Real Caffe gets the original file wherever brocolli can read it (it upgrades
 V0/V1 nets and reads ``ceil_mode`` itself). For the train/val nets of
 ``zoo_nets.LOAD_ARGS`` it gets keraffe's deploy version written in brocolli's
 dialect (``format_prototxt(..., Dialect.FORK)``), because brocolli cannot open
-their data sources. Nets brocolli cannot build at all are listed with the
-reason in ``zoo_nets.EXCLUDED``, and that list is checked against the zoo.
+their data sources. Nets brocolli cannot build as written are listed with the
+reason in ``zoo_nets.EXCLUDED``, and that list is checked against the zoo; those
+whose layers keraffe knows reach real Caffe in their BVLC spelling
+(``keraffe.caffe.spelling``), where every original blob keeps its shape.
 """
 
 from __future__ import annotations
@@ -149,6 +151,46 @@ def test_zoo_shapes_match_caffe(rel, tmp_path):
     # Caffe keeps one blob per name, so every version of a name has the shape Caffe reports.
     differ = {str(t): (s, last[t.blob]) for t, s in net.shapes.items() if tuple(s) != last[t.blob]}
     assert not differ, f"in-place versions whose shape differs from the blob's final shape: {differ}"
+
+
+#: Fork nets with a layer no BVLC spelling covers (keraffe does not convert them either).
+NOT_SPELLED = {
+    "bayesian_segnet/bayesian_segnet_inference.prototxt": "Monte Carlo Dropout (sample_weights_test)",
+    "dan_face_alignment/DAN_convert_optimized_new.prototxt": "ResizeNearestNeighbor over an NHWC blob (data_format: NHWC)",
+}
+
+
+def _spelled_nets():
+    """Nets brocolli cannot build as written but keraffe loads: real Caffe gets their BVLC spelling."""
+    chosen = [rel for rel, reason in EXCLUDED.items() if "no keraffe shape rule" not in reason]
+    return sorted(chosen) or [pytest.param(None, marks=pytest.mark.skip(reason=f"model zoo not found at {ZOO}"))]
+
+
+@pytest.mark.pycaffe
+@pytest.mark.parametrize("rel", _spelled_nets())
+def test_fork_net_shapes_match_caffe_through_bvlc_spelling(rel, tmp_path):
+    """Fork layers spelled with layers brocolli has (keraffe.caffe.spelling) keep every original blob's shape.
+
+    The spelling's own intermediate blobs (a Pad before a convolution, Tiles
+    before a product) are Caffe's extras; every blob of the original net must
+    be there with keraffe's shape.
+    """
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.caffe.spelling import bvlc_spelling
+    from keraffe.verify.caffe_runtime import pycaffe_blob_shapes
+
+    if rel in NOT_SPELLED:
+        pytest.skip(f"no BVLC spelling for its {NOT_SPELLED[rel]}")
+    # Some spellings depend on the weights (how many blobs a fork BN holds); seeded ones will do.
+    net = attach_seeded_weights(load_net(_zoo_path(rel), **LOAD_ARGS.get(rel, {})), 0)
+    given = tmp_path / "spelled_fork.prototxt"
+    given.write_text(format_prototxt(bvlc_spelling(net)[0], Dialect.FORK))
+    caffe = pycaffe_blob_shapes(given)
+    last = last_versions(net)
+    missing = sorted(set(last) - set(caffe))
+    assert not missing, f"blobs keraffe has and the spelled net lacks in Caffe: {missing}"
+    differ = {b: (last[b], caffe[b]) for b in last if last[b] != caffe[b]}
+    assert not differ, f"(keraffe, Caffe) shapes differ: {differ}"
 
 
 def _rewritten_nets():
