@@ -51,3 +51,15 @@ def test_layers_keep_their_configured_initialisers(tmp_path):
         for key, value in layer.get_config().items():
             if key.endswith("initializer") and isinstance(value, dict):
                 assert "GivenValue" not in value.get("class_name", ""), (layer.name, key, value)
+
+
+def test_layers_sharing_a_name_each_hand_over_their_weights(tmp_path):
+    """Caffe allows two layers one name (weights go to the first by name); each is its own handover."""
+    twice = ('layer { name: "{p}conv" type: "Convolution" bottom: "{p}x" top: "{p}a" '
+             "convolution_param { num_output: 2 kernel_size: 1 } }\n"
+             'layer { name: "{p}conv" type: "Convolution" bottom: "{p}a" top: "{p}b" '
+             "convolution_param { num_output: 2 kernel_size: 1 } }\n")
+    net = build_net([Case("twice", inputs(x=(1, 2, 3, 3)), twice)], tmp_path / "net.prototxt")
+    model, _ = convert_net(net, release_weights=True)
+    assert not net.has_weights
+    assert [layer.name for layer in model.layers if layer.weights] == ["twice__a", "twice__b"]

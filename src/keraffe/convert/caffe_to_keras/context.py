@@ -59,7 +59,7 @@ class CaffeToKerasContext:
     def __init__(self, net: CaffeNet, release_weights: bool = False):
         self.net = net
         self.release_weights = release_weights
-        self._released: set[str] = set()
+        self._released: set[int] = set()  # ids of the nodes whose weights were handed over
         self.values: dict[Tensor, KerasValue] = {}
         self.map = TensorMap()
         self._used_names: set[str] = set()
@@ -114,11 +114,11 @@ class CaffeToKerasContext:
         """The node's Caffe weights; with ``release_weights``, handed over once (the net keeps none)."""
         weights = node.weights
         if self.release_weights:
-            if node.name in self._released:
+            if id(node) in self._released:
                 raise RuntimeError(f"handler for layer '{node.name}' ({node.type}) asked for its released weights "
                                    "twice; it must keep the first answer")
             if weights is not None:
-                self._released.add(node.name)
+                self._released.add(id(node))
             node.weights = None
         return weights
 

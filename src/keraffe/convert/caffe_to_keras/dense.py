@@ -20,7 +20,7 @@ def kernel_rows_to_keras(kernel: np.ndarray, layout, caffe_tail: tuple[int, ...]
         blocks, keras_order = kernel.T.reshape(outputs, c, h, w), [2, 3, 1, 0]
     else:
         blocks = kernel.T.reshape((outputs,) + tuple(caffe_tail))
-        keras_order = [p for p in layout.perm[1:]] + [0]
+        keras_order = list(layout.perm[1:]) + [0]
     return np.ascontiguousarray(blocks.transpose(keras_order).reshape(-1, outputs))
 
 
