@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import caffe_reference
 from keraffe.errors import ConversionError
 
 from ._harness import (Batch, Case, assert_case, assert_close, build_net, classes_of, convert, convert_case, inputs,
@@ -73,31 +74,9 @@ def test_cases_run_as_one_net(batch):
 
 
 def interp2(x: np.ndarray, crop_begin: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> np.ndarray:
-    """DeepLab's caffe_cpu_interp2 (not packed) over (N, C, H, W), in float32 as Caffe computes it."""
-    x = x.astype(np.float32)
-    h1_in, w1_in = size_in
-    h2_out, w2_out = size_out
-    data = x[:, :, crop_begin:crop_begin + h1_in, crop_begin:crop_begin + w1_in]
-    if (h1_in, w1_in) == (h2_out, w2_out):
-        return data.copy()
-    rheight = np.float32((h1_in - 1) / (h2_out - 1)) if h2_out > 1 else np.float32(0)
-    rwidth = np.float32((w1_in - 1) / (w2_out - 1)) if w2_out > 1 else np.float32(0)
-    out = np.zeros(x.shape[:2] + (h2_out, w2_out), np.float32)
-    for h2 in range(h2_out):
-        h1r = np.float32(rheight * np.float32(h2))
-        h1 = int(h1r)
-        h1p = 1 if h1 < h1_in - 1 else 0
-        h1l = np.float32(h1r - np.float32(h1))
-        h0l = np.float32(1) - h1l
-        for w2 in range(w2_out):
-            w1r = np.float32(rwidth * np.float32(w2))
-            w1 = int(w1r)
-            w1p = 1 if w1 < w1_in - 1 else 0
-            w1l = np.float32(w1r - np.float32(w1))
-            w0l = np.float32(1) - w1l
-            out[:, :, h2, w2] = (h0l * (w0l * data[:, :, h1, w1] + w1l * data[:, :, h1, w1 + w1p])
-                                 + h1l * (w0l * data[:, :, h1 + h1p, w1] + w1l * data[:, :, h1 + h1p, w1 + w1p]))
-    return out
+    """DeepLab's Interp: crop (its pad_beg, as a negative pad) to size_in, then caffe_cpu_interp2."""
+    return caffe_reference.interp2(x[:, :, crop_begin:crop_begin + size_in[0], crop_begin:crop_begin + size_in[1]],
+                                   size_out)
 
 
 INTERP = [
