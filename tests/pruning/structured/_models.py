@@ -6,13 +6,16 @@ import keras
 import numpy as np
 
 
-def randomise_batchnorm(model, seed: int = 0) -> None:
-    """Non-trivial BN statistics, so removed channels leave non-zero constants behind."""
+def randomise_batchnorm(model, seed: int = 0, beta_std: float = 0.5) -> None:
+    """Non-trivial BN statistics, so removed channels leave non-zero constants behind.
+
+    Deep nets (keras.applications) take a smaller ``beta_std`` so their activations stay moderate.
+    """
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
             shapes = [w.shape for w in layer.get_weights()]
-            values = [rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.5, shapes[1]),
+            values = [rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, beta_std, shapes[1]),
                       rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 1.5, shapes[3])]
             layer.set_weights([v.astype(np.float32) for v in values])
 

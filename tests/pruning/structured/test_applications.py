@@ -12,20 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.pruning.structured import _models
+
 # The bar: MACs down by at least 40% (45% for VGG16) at ratio 0.5.
 CASES = [("ResNet50", 0.40), ("MobileNetV2", 0.40), ("VGG16", 0.45), ("DenseNet121", 0.40), ("EfficientNetB0", 0.40)]
-
-
-def randomise_batchnorm(model, seed: int = 0) -> None:
-    import keras
-
-    rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization):
-            shapes = [w.shape for w in layer.get_weights()]
-            values = [rng.uniform(0.5, 1.5, shapes[0]), rng.normal(0, 0.2, shapes[1]),
-                      rng.normal(0, 0.1, shapes[2]), rng.uniform(0.5, 1.5, shapes[3])]
-            layer.set_weights([v.astype(np.float32) for v in values])
 
 
 @pytest.mark.pycaffe
@@ -42,7 +32,7 @@ def test_application_pruned_at_half_matches_real_caffe(name, least_reduction, tm
 
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(weights=None)
-    randomise_batchnorm(model)
+    _models.randomise_batchnorm(model, beta_std=0.2)
     before = [w.copy() for w in model.get_weights()]
 
     plan = plan_channels(model, 0.5)
@@ -74,7 +64,6 @@ def test_small_pruned_models_match_real_caffe(builder, per_layer, tmp_path):
     from keraffe.caffe.net import load_net
     from keraffe.pruning.structured import prune_channels
     from keraffe.verify import verify
-    from tests.pruning.structured import _models
 
     pruned = prune_channels(getattr(_models, builder)(), 0.5)
     export = keraffe.keras_to_caffe(pruned, tmp_path / "pruned.prototxt")
