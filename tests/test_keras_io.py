@@ -173,3 +173,72 @@ def test_save_in_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     save_keras_model(small_model(), "model.keras")
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def nested_model():
+    """A model whose variables sit at several depths: a sub-model, a wrapper and non-trainable state."""
+    inner_in = keras.Input((6, 3), name="inner_in")
+    inner = keras.Model(inner_in, L.TimeDistributed(L.Dense(4, name="td_dense"), name="td")(inner_in), name="inner")
+    x = keras.Input((6, 3), name="x")
+    y = L.BatchNormalization(name="bn")(inner(x))
+    model = keras.Model(x, L.Dense(2, name="head")(L.Flatten(name="flat")(y)), name="nested")
+    rng = np.random.default_rng(4)
+    for variable in model.variables:
+        variable.assign(rng.standard_normal(tuple(variable.shape)).astype("float32") ** 2 + 0.5)
+    return model
+
+
+def _stored_weights(path):
+    import io
+    import zipfile
+
+    import h5py
+
+    stored = {}
+    with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+        weights.visititems(lambda name, item: stored.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset)
+                           else None)
+    return stored
+
+
+@pytest.mark.backends
+def test_save_writes_the_file_keras_writes_and_passes_every_variable_as_a_host_view(tmp_path, monkeypatch):
+    import keraffe.host_memory
+
+    model = nested_model()
+    model.save(tmp_path / "by_keras.keras")
+    viewed = []
+    real_host_view = keraffe.host_memory.host_view
+
+    def counting_host_view(variable):
+        viewed.append(variable.path)
+        return real_host_view(variable)
+
+    monkeypatch.setattr(keraffe.host_memory, "host_view", counting_host_view)
+    save_keras_model(model, tmp_path / "by_keraffe.keras")
+    assert sorted(viewed) == sorted(v.path for v in model.variables)  # every variable took the one-copy route
+    by_keras, by_keraffe = _stored_weights(tmp_path / "by_keras.keras"), _stored_weights(tmp_path / "by_keraffe.keras")
+    assert sorted(by_keraffe) == sorted(by_keras) and len(by_keras) == len(model.variables)
+    for name, value in by_keras.items():
+        np.testing.assert_array_equal(by_keraffe[name], value, err_msg=name)
+    loaded = load_keras_model(tmp_path / "by_keraffe.keras")
+    x = np.random.default_rng(5).standard_normal((2, 6, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_save_leaves_no_method_of_its_own_on_the_layers(tmp_path, monkeypatch, fails):
+    import keraffe.host_memory
+
+    model = nested_model()
+    if fails:
+        def broken(variable):
+            raise OSError("disk full")
+
+        monkeypatch.setattr(keraffe.host_memory, "host_view", broken)
+        with pytest.raises(OSError, match="disk full"):
+            save_keras_model(model, tmp_path / "model.keras")
+    else:
+        save_keras_model(model, tmp_path / "model.keras")
+    layers = [model, *model.layers, *model.get_layer("inner").layers, model.get_layer("inner").get_layer("td").layer]
+    assert [layer.name for layer in layers if "save_own_variables" in vars(layer)] == []

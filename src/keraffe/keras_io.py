@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -130,7 +131,11 @@ def _first_line(text: str) -> str:
 
 
 def save_keras_model(model, path: str | os.PathLike) -> None:
-    """Save a model as .keras atomically (a temporary .keras file, then one rename)."""
+    """Save a model as .keras atomically (a temporary .keras file, then one rename).
+
+    The file is Keras' own; keraffe only hands Keras' writer each variable
+    without the two copies Keras would make of it (see keraffe.host_memory).
+    """
     path = Path(path)
     if path.suffix != ".keras":
         raise KeraffeError(f"{path}: keraffe writes Keras models as .keras files; use a .keras output name")
@@ -140,9 +145,72 @@ def save_keras_model(model, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=directory)
     os.close(fd)
     try:
-        model.save(tmp)
+        with _variables_saved_as_host_views(model):
+            model.save(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class _HostViewStore:
+    """Keras' weight store for one layer, receiving that layer's variables as host views, not copies."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __setitem__(self, key, value):
+        import keras
+
+        from keraffe.host_memory import host_view
+
+        self._store[key] = host_view(value) if isinstance(value, keras.Variable) else value
+
+    def __getitem__(self, key):
+        return self._store[key]
+
+    def __contains__(self, key):
+        return key in self._store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def _saveable_layers(layer):
+    """The layer and every layer inside it, through the public ``layers`` and ``layer`` attributes."""
+    yield layer
+    inner = list(getattr(layer, "layers", None) or [])
+    wrapped = getattr(layer, "layer", None)
+    if wrapped is not None and not isinstance(wrapped, (list, tuple)):
+        inner.append(wrapped)
+    for child in inner:
+        if hasattr(child, "save_own_variables"):
+            yield from _saveable_layers(child)
+
+
+@contextlib.contextmanager
+def _variables_saved_as_host_views(model):
+    """While saving, each layer's own ``save_own_variables`` writes through :class:`_HostViewStore`.
+
+    Keras' writer calls ``np.array(variable)``, which holds two copies of the
+    variable at once (411 MB each for VGG-16's fc6); a host view costs none, so
+    the writer's own copy is the only one. The layer's method decides what is
+    saved, unchanged; only the values' route differs. A layer Keras reaches by
+    another route is saved Keras' usual way.
+    """
+    patched = []
+    try:
+        for layer in {id(layer): layer for layer in _saveable_layers(model)}.values():
+            if "save_own_variables" in vars(layer):
+                continue  # the instance already has its own; leave it alone
+
+            def save_own_variables(store, layer=layer):
+                type(layer).save_own_variables(layer, _HostViewStore(store))
+
+            object.__setattr__(layer, "save_own_variables", save_own_variables)
+            patched.append(layer)
+        yield
+    finally:
+        for layer in patched:
+            object.__delattr__(layer, "save_own_variables")

@@ -20,6 +20,7 @@ import numpy as np
 from keraffe.caffe.net import CaffeNet, LayerNode, Tensor
 from keraffe.convert.tensor_map import MapEntry, TensorMap
 from keraffe.errors import ConversionError
+from keraffe.host_memory import initial_value
 from keraffe.layout import NHWC, Layout, default_layout, identity, relative_perm
 
 
@@ -38,13 +39,18 @@ def sanitize(name: str) -> str:
 
 
 class _GivenValue(keras.initializers.Initializer):
-    """Initialise a variable with an array already in Keras layout (used once, at build time)."""
+    """Initialise a variable with an array already in Keras layout (used once, at build time).
+
+    The variable takes one copy of the array (keraffe.host_memory), and the
+    initialiser lets go of the array once asked, so it holds nothing after.
+    """
 
     def __init__(self, value: np.ndarray):
         self.value = value
 
     def __call__(self, shape, dtype=None):
-        return self.value
+        value, self.value = self.value, None
+        return initial_value(value, dtype)
 
 
 class CaffeToKerasContext:
