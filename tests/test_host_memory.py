@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from keraffe.host_memory import ALIGNMENT, aligned_copy, host_view, initial_value
+from keraffe.host_memory import ALIGNMENT, aligned_copy, host_view, initial_value, weight_array
 
 pytestmark = pytest.mark.backends
 
@@ -85,3 +85,21 @@ def test_host_view_shows_the_variable_without_copying_it():
     assert np.shares_memory(first, second)
     variable.assign(keras.ops.zeros((128, 64)))
     np.testing.assert_array_equal(host_view(variable), 0)
+
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 1.0  # a view must never become a way to write into the model
+
+
+def test_weight_array_shows_a_float32_variable_and_copies_anything_else_as_float32():
+    source = np.random.default_rng(6).normal(size=(9, 4)).astype("float32")
+    variable = _variable_from(source)
+    shown = weight_array(variable)
+    assert shown.dtype == np.float32 and not shown.flags.writeable
+    assert np.shares_memory(shown, host_view(variable))
+    np.testing.assert_array_equal(shown, source)
+    half = weight_array(_variable_from(source, dtype="float16"))
+    assert half.dtype == np.float32 and not half.flags.writeable
+    np.testing.assert_array_equal(half, source.astype("float16").astype("float32"))
+    plain = weight_array(np.arange(3, dtype="int64"))
+    assert plain.dtype == np.float32 and not plain.flags.writeable
+    np.testing.assert_array_equal(plain, [0, 1, 2])

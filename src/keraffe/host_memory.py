@@ -61,15 +61,35 @@ def host_view(variable):
     """A NumPy array of a Keras variable's value that shares the variable's memory where the backend allows.
 
     TensorFlow, JAX and PyTorch variables on the CPU are shown without a copy
-    (a variable on an accelerator is copied to the host once). Callers only
-    read it: writing to it would write to the variable.
+    (a variable on an accelerator is copied to the host once). The view is
+    read only: writing to it would write to the variable.
     """
     import keras
 
     native = variable.value  # the backend's own variable or array
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        return np.asarray(native.read_value())  # a read aliases the variable's buffer; np.asarray keeps it
-    if backend == "torch":
-        return native.detach().cpu().numpy()
-    return np.asarray(native)
+        view = np.asarray(native.read_value())  # a read aliases the variable's buffer; np.asarray keeps it
+    elif backend == "torch":
+        view = native.detach().cpu().numpy()
+    else:
+        view = np.asarray(native)
+    view.flags.writeable = False
+    return view
+
+
+def weight_array(variable) -> np.ndarray:
+    """A layer's weight as a read-only float32 NumPy array; a float32 Keras variable is shown, not copied.
+
+    Keras -> Caffe converters only reorder weights into Caffe's layout (one
+    copy, where the order changes) before writing them; Keras' own NumPy
+    conversion would add two more of each. Read only, so a converter can never
+    write into the model it converts.
+    """
+    import keras
+
+    array = host_view(variable) if isinstance(variable, keras.Variable) else np.asarray(variable)
+    if array.dtype != np.float32:
+        array = array.astype(np.float32)
+    array.flags.writeable = False
+    return array

@@ -13,6 +13,7 @@ import numpy as np
 
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 
 #: Activations whose output is never negative (lets later zero padding fold into MAX pooling).
 NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus", "exponential", "hard_sigmoid"})
@@ -277,8 +278,7 @@ def prelu(ctx, operation, node):
     """
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    alpha = np.asarray(operation.alpha.numpy() if hasattr(operation.alpha, "numpy") else operation.alpha,
-                       dtype=np.float32)
+    alpha = weight_array(operation.alpha)
     rank = len(value.shape)
     keras_channel = rank - 1
     shared = set(operation.shared_axes or [])

@@ -17,6 +17,7 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 from keraffe.layout import NHWC, conv_kernel_to_caffe, deconv_kernel_to_caffe, depthwise_kernel_to_caffe
 
 
@@ -108,10 +109,6 @@ def set_conv_param(param, num_output, kernel_hw, stride, pad, dilation, group, b
         param.bias_term = False
 
 
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
-
-
 def _emit_conv(ctx, operation, node, *, weight, bias, group, strides, dilation, base_name=None):
     """One Caffe Convolution from the (padded) input, plus the layer's activation."""
     from keraffe.convert.keras_to_caffe.pooling import absorb_crop
@@ -147,8 +144,8 @@ def _finish(ctx, operation, node, name, top, act, layout=NHWC):
 
 @keras_layer("Conv2D")
 def conv2d(ctx, operation, node):
-    weight = conv_kernel_to_caffe(_numpy(operation.kernel))
-    bias = _numpy(operation.bias) if operation.use_bias else None
+    weight = conv_kernel_to_caffe(weight_array(operation.kernel))
+    bias = weight_array(operation.bias) if operation.use_bias else None
     _, name, top, act = _emit_conv(ctx, operation, node, weight=weight, bias=bias, group=operation.groups,
                                    strides=operation.strides, dilation=operation.dilation_rate)
     _finish(ctx, operation, node, name, top, act)
@@ -156,9 +153,9 @@ def conv2d(ctx, operation, node):
 
 @keras_layer("DepthwiseConv2D")
 def depthwise_conv2d(ctx, operation, node):
-    kernel = _numpy(operation.kernel)
+    kernel = weight_array(operation.kernel)
     weight = depthwise_kernel_to_caffe(kernel)
-    bias = _numpy(operation.bias) if operation.use_bias else None
+    bias = weight_array(operation.bias) if operation.use_bias else None
     _, name, top, act = _emit_conv(ctx, operation, node, weight=weight, bias=bias, group=kernel.shape[2],
                                    strides=operation.strides, dilation=operation.dilation_rate)
     _finish(ctx, operation, node, name, top, act)
@@ -167,8 +164,8 @@ def depthwise_conv2d(ctx, operation, node):
 @keras_layer("SeparableConv2D")
 def separable_conv2d(ctx, operation, node):
     """Depthwise then pointwise, two Caffe convolutions; the pointwise one carries the layer's name."""
-    depthwise = depthwise_kernel_to_caffe(_numpy(operation.depthwise_kernel))
-    channels = _numpy(operation.depthwise_kernel).shape[2]
+    depthwise = depthwise_kernel_to_caffe(weight_array(operation.depthwise_kernel))
+    channels = weight_array(operation.depthwise_kernel).shape[2]
     name = ctx.layer_name(operation, node)
     dw_name = ctx.unique(f"{name}/depthwise")
     from keraffe.convert.keras_to_caffe.pooling import absorb_crop
@@ -182,12 +179,12 @@ def separable_conv2d(ctx, operation, node):
     set_conv_param(layer.convolution_param, depthwise.shape[0], depthwise.shape[2:], operation.strides, caffe_pad,
                    dilation, channels, False)
     ctx.weights[dw_name] = [depthwise]
-    pointwise = conv_kernel_to_caffe(_numpy(operation.pointwise_kernel))
+    pointwise = conv_kernel_to_caffe(weight_array(operation.pointwise_kernel))
     act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"
     layer = ctx.add("Convolution", name, [dw_name], [top])
     set_conv_param(layer.convolution_param, pointwise.shape[0], (1, 1), (1, 1), (0, 0), (1, 1), 1, operation.use_bias)
-    ctx.weights[name] = [pointwise] + ([_numpy(operation.bias)] if operation.use_bias else [])
+    ctx.weights[name] = [pointwise] + ([weight_array(operation.bias)] if operation.use_bias else [])
     ctx.note(operation, ["Convolution", "Convolution"], "depthwise and pointwise convolutions")
     _finish(ctx, operation, node, name, top, act)
 
@@ -208,7 +205,7 @@ def conv2d_transpose(ctx, operation, node):
         raise ConversionError(f"'{name}': ZeroPadding2D before Conv2DTranspose has no exact Caffe form")
     bottom = ctx.blob_nchw(value, name)
     out_hw = ctx.caffe_shape(node.outputs[0], NHWC)[2:]
-    weight = deconv_kernel_to_caffe(_numpy(operation.kernel))
+    weight = deconv_kernel_to_caffe(weight_array(operation.kernel))
     crops = []
     for axis in range(2):
         size = value.shape[2 + axis]
@@ -239,5 +236,5 @@ def conv2d_transpose(ctx, operation, node):
     layer = ctx.add("Deconvolution", name, [bottom], [top])
     set_conv_param(layer.convolution_param, weight.shape[1], weight.shape[2:], operation.strides, caffe_pad,
                    operation.dilation_rate, 1, operation.use_bias)
-    ctx.weights[name] = [weight] + ([_numpy(operation.bias)] if operation.use_bias else [])
+    ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
     _finish(ctx, operation, node, name, top, act)

@@ -14,19 +14,17 @@ from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.convert.keras_to_caffe.context import CaffeValue
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 from keraffe.layout import NHWC, NLC, Layout, dense_rows_nhwc_to_nchw, flattened_nhwc, identity
 
-
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
 @keras_layer("Dense")
 def dense(ctx, operation, node):
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    kernel = _numpy(operation.kernel)
-    bias = _numpy(operation.bias) if operation.use_bias else None
+    kernel = weight_array(operation.kernel)
+    bias = weight_array(operation.bias) if operation.use_bias else None
     rank = len(value.shape)
     act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"

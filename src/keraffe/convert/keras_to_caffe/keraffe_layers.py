@@ -10,11 +10,9 @@ import numpy as np
 
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 from keraffe.layout import NHWC
 
-
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
 def _unary(ctx, operation, node, type_name):
@@ -130,7 +128,7 @@ def axis_scale(ctx, operation, node):
     for used, variable in ((operation.use_scale, getattr(operation, "scale", None)),
                            (operation.use_bias, getattr(operation, "bias", None))):
         if used:
-            full = np.transpose(_numpy(variable)[None], np.argsort(value.layout.perm))
+            full = np.transpose(weight_array(variable)[None], np.argsort(value.layout.perm))
             arrays.append(full.reshape(caffe_shape)[tuple(slice(None) if axis <= i <= last else 0
                                                          for i in range(len(caffe_shape)))])
     if operation.use_scale:
@@ -184,10 +182,10 @@ def grouped_deconv(ctx, operation, node):
     from keraffe.convert.keras_to_caffe.conv import set_conv_param
     from keraffe.layout import deconv_kernel_to_caffe
 
-    weight = deconv_kernel_to_caffe(_numpy(operation.kernel))
+    weight = deconv_kernel_to_caffe(weight_array(operation.kernel))
     set_conv_param(layer.convolution_param, operation.filters, operation.kernel_size, operation.strides, (top, left),
                    operation.dilation_rate, operation.groups, operation.use_bias)
-    ctx.weights[name] = [weight] + ([_numpy(operation.bias)] if operation.use_bias else [])
+    ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
 
 
@@ -198,7 +196,7 @@ def l2_normalize(ctx, operation, node):
     layer = ctx.add("Normalize", name, [ctx.blob_nchw(value, name)])
     p = layer.norm_param
     p.across_spatial, p.channel_shared, p.eps = operation.across_spatial, operation.channel_shared, operation.eps
-    ctx.weights[name] = [_numpy(operation.scale).reshape(()) if operation.channel_shared else _numpy(operation.scale)]
+    ctx.weights[name] = [weight_array(operation.scale).reshape(()) if operation.channel_shared else weight_array(operation.scale)]
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
 
 

@@ -13,10 +13,8 @@ import numpy as np
 
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 
-
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
 def _single_axis(operation, value, name) -> int:
@@ -46,10 +44,10 @@ def batch_normalization(ctx, operation, node):
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
     axis = _single_axis(operation, value, name)
-    mean = _per_channel(value, _numpy(operation.moving_mean))
-    variance = _per_channel(value, _numpy(operation.moving_variance))
-    gamma = _per_channel(value, _numpy(operation.gamma)) if operation.scale else None
-    beta = _per_channel(value, _numpy(operation.beta)) if operation.center else None
+    mean = _per_channel(value, weight_array(operation.moving_mean))
+    variance = _per_channel(value, weight_array(operation.moving_variance))
+    gamma = _per_channel(value, weight_array(operation.gamma)) if operation.scale else None
+    beta = _per_channel(value, weight_array(operation.beta)) if operation.center else None
     out = node.outputs[0]
     if axis == 1:
         needs_scale = gamma is not None or beta is not None
@@ -118,8 +116,8 @@ def layer_normalization(ctx, operation, node):
     normed = ctx.add("Eltwise", normed_name, [centred.top[0], inverse.top[0]], [normed_name])
     normed.eltwise_param.operation = normed.eltwise_param.PROD
     if has_affine:
-        gamma = _numpy(operation.gamma) if operation.scale else np.ones(channels, np.float32)
-        beta = _numpy(operation.beta) if operation.center else None
+        gamma = weight_array(operation.gamma) if operation.scale else np.ones(channels, np.float32)
+        beta = weight_array(operation.beta) if operation.center else None
         _scale_layer(ctx, name, normed_name, name, axis, gamma, beta)
     ctx.note(operation, ctx.caffe_types(start), "layer normalisation built from Caffe 1.0 layers")
     ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
@@ -159,8 +157,8 @@ def rescaling(ctx, operation, node):
 def normalization(ctx, operation, node):
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    mean = _numpy(operation.mean).reshape(-1)
-    variance = _numpy(operation.variance).reshape(-1)
+    mean = weight_array(operation.mean).reshape(-1)
+    variance = weight_array(operation.variance).reshape(-1)
     import keras
 
     std = np.maximum(np.sqrt(variance.astype(np.float64)), keras.backend.epsilon())

@@ -8,19 +8,15 @@ reshapes back.
 
 from __future__ import annotations
 
-import numpy as np
-
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.convert.keras_to_caffe.context import CaffeValue
 from keraffe.convert.keras_to_caffe.conv import padded_kernel, same_padding, set_conv_param
 from keraffe.convert.keras_to_caffe.pooling import plan_axis
 from keraffe.errors import ConversionError
+from keraffe.host_memory import weight_array
 from keraffe.layout import NLC, identity
 
-
-def _numpy(variable):
-    return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
 def _as_image(ctx, value, name):
@@ -45,7 +41,7 @@ def conv1d(ctx, operation, node):
     name = ctx.layer_name(operation, node)
     image = _as_image(ctx, value, name)
     length = ctx.caffe_shape(node.input_tensors[0], NLC)[2]
-    kernel = _numpy(operation.kernel)  # (k, C/g, O)
+    kernel = weight_array(operation.kernel)  # (k, C/g, O)
     weight = kernel.transpose(2, 1, 0)[..., None]  # (O, C/g, k, 1)
     k, s, d = operation.kernel_size[0], operation.strides[0], operation.dilation_rate[0]
     if operation.padding == "same":
@@ -60,7 +56,7 @@ def conv1d(ctx, operation, node):
     layer = ctx.add("Convolution", name, [image], [conv_top])
     set_conv_param(layer.convolution_param, weight.shape[0], weight.shape[2:], (s, 1), caffe_pad, (d, 1),
                    operation.groups, operation.use_bias)
-    ctx.weights[name] = [weight] + ([_numpy(operation.bias)] if operation.use_bias else [])
+    ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
     out = node.outputs[0]
     channels = weight.shape[0]
     top = name if act == "linear" else f"{name}/linear"
