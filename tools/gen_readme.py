@@ -190,35 +190,35 @@ def speed() -> str:
     rows = ["| measurement | result | goal |", "|---|---|---|"]
     read = _load(RESULTS / "read_caffemodel.json")
     if read:
-        rows.append(f"| read VGG-16 caffemodel: time vs bare protobuf parse | {_fmt(read['time_ratio'])}x | < 1.5x |")
-        rows.append(f"| read VGG-16 caffemodel: peak memory vs file size | {_fmt(read['memory_ratio'])}x | < 2x |")
+        rows.append(f"| read VGG-16 caffemodel: time vs bare protobuf parse | {_ratio(read['time_ratio'])}x | < 1.5x |")
+        rows.append(f"| read VGG-16 caffemodel: peak memory vs file size | {_ratio(read['memory_ratio'])}x | < 2x |")
     c2k = _load(RESULTS / "caffe2keras.json")
     if c2k:
-        rows.append(f"| Caffe -> Keras, VGG-16: time vs floor | {_fmt(c2k['conversion']['time_ratio'])}x | < 1.5x |")
+        rows.append(f"| Caffe -> Keras, VGG-16: time vs floor | {_ratio(c2k['conversion']['time_ratio'])}x | < 1.5x |")
         conv = c2k["conversion"]
-        floor = f" (the floor: {_fmt(conv['floor_memory_ratio'])}x)" if "floor_memory_ratio" in conv else ""
-        rows.append(f"| Caffe -> Keras, VGG-16: peak memory vs weights | {_fmt(conv['memory_ratio'])}x{floor} | < 2.5x |")
+        floor = f" (the floor: {_ratio(conv['floor_memory_ratio'])}x)" if "floor_memory_ratio" in conv else ""
+        rows.append(f"| Caffe -> Keras, VGG-16: peak memory vs weights | {_ratio(conv['memory_ratio'])}x{floor} | < 2.5x |")
         rows.append(f"| converted ResNet-50 vs keras.applications ({c2k['inference']['backend']}) | "
-                    f"{_fmt(c2k['inference']['inference_ratio'])}x | <= 1.05x |")
+                    f"{_ratio(c2k['inference']['inference_ratio'])}x | <= 1.05x |")
     k2c = _load(RESULTS / "keras2caffe.json")
     if k2c:
         conv = k2c["conversion"]
-        rows.append(f"| Keras -> Caffe, VGG16: time vs floor | {_fmt(conv['time_ratio'])}x | |")
+        rows.append(f"| Keras -> Caffe, VGG16: time vs floor | {_ratio(conv['time_ratio'])}x | |")
         if "floor_net_peak_mb" in conv:
             floor = conv["floor_net_peak_mb"] / conv["weights_mb"]
-            rows.append(f"| Keras -> Caffe, VGG16: peak memory vs weights | {_fmt(conv['memory_ratio'])}x "
-                        f"(the floor: {_fmt(floor)}x) | |")
+            rows.append(f"| Keras -> Caffe, VGG16: peak memory vs weights | {_ratio(conv['memory_ratio'])}x "
+                        f"(the floor: {_ratio(floor)}x) | |")
         if "inference_ratio" in k2c.get("inference", {}):
-            rows.append(f"| exported ResNet-50 vs hand-written, OpenCV DNN | {_fmt(k2c['inference']['inference_ratio'])}x "
+            rows.append(f"| exported ResNet-50 vs hand-written, OpenCV DNN | {_ratio(k2c['inference']['inference_ratio'])}x "
                         "| <= 1.05x |")
     overhead = _load(RESULTS / "pruning_overhead.json")
     if overhead:
         for backend, value in (overhead.get("ratios") or {}).items():
-            rows.append(f"| pruning fit overhead ({backend}) | {_fmt(value)}x | <= 1.3x |")
+            rows.append(f"| pruning fit overhead ({backend}) | {_ratio(value)}x | <= 1.3x |")
     speedup = _load(RESULTS / "structured_speedup.json")
     if speedup:
         for model, value in (speedup.get("ratios") or {}).items():
-            rows.append(f"| structured pruning 0.5, OpenCV latency ({model}) | {_fmt(value)}x | <= 0.65x |")
+            rows.append(f"| structured pruning 0.5, OpenCV latency ({model}) | {_ratio(value)}x | <= 0.65x |")
     if len(rows) == 2:
         return _missing(RESULTS / "*.json", "python bench/<script>.py")
     return "\n".join(rows)
@@ -226,6 +226,11 @@ def speed() -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _ratio(value) -> str:
+    """Three significant figures, trailing zeros kept: a ratio of 1.001 reads 1.00, not 1."""
+    return "n/a" if value is None else f"{value:#.3g}"
 
 
 TABLES = {"demo": demo, "caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
