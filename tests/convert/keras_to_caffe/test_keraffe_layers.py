@@ -52,8 +52,6 @@ def layer(type_name, param="", bottoms=("x",), tops=("y",), name="l"):
     return f'layer {{ name: "{{p}}{name}" type: "{type_name}" {b} {t} {param} }}\n'
 
 
-NO_HANDLER = "no Keras -> Caffe handler for keraffe's {} layer (the Caffe 1.0 type {} exists): round trip refused"
-
 CASES = [
     RoundTrip("absval", layer("AbsVal"), "AbsVal", ("AbsVal",)),
     RoundTrip("power", layer("Power", "power_param { power: 2 scale: 0.5 shift: 1 }"), "Power", ("Power",)),
@@ -91,20 +89,23 @@ CASES = [
               runtime=None),
     RoundTrip("swish_beta", layer("Swish", "swish_param { beta: 1.5 }"), "Swish", ("Swish",), target="caffe",
               runtime=None),
-    # ------------------------------------------------------------ keraffe layers with no way back yet
-    RoundTrip("mvn", layer("MVN"), "MVN", ("MVN",),
-              marks=(pytest.mark.xfail(strict=True, reason=NO_HANDLER.format("MVN", "MVN")),)),
-    RoundTrip("tile", layer("Tile", "tile_param { axis: 2 tiles: 2 }"), "Tile", ("Tile",),
-              marks=(pytest.mark.xfail(strict=True, reason=NO_HANDLER.format("Tile", "Tile")),)),
+    RoundTrip("mvn", layer("MVN"), "MVN", ("MVN",)),
+    RoundTrip("mvn_across_no_variance", layer("MVN", "mvn_param { across_channels: true normalize_variance: false }"),
+              "MVN", ("MVN",)),
+    RoundTrip("tile", layer("Tile", "tile_param { axis: 2 tiles: 2 }"), "Tile", ("Tile",)),
+    RoundTrip("tile_channels", layer("Tile", "tile_param { axis: 1 tiles: 3 }"), "Tile", ("Tile",)),
     RoundTrip("reduction", layer("Reduction", "reduction_param { axis: 1 operation: SUMSQ }"), "Reduction",
-              ("Reduction",), marks=(pytest.mark.xfail(strict=True, reason=NO_HANDLER.format("Reduction",
-                                                                                            "Reduction")),)),
-    RoundTrip("argmax", layer("ArgMax", "argmax_param { axis: 1 }"), "ArgMax", ("ArgMax",),
-              marks=(pytest.mark.xfail(strict=True, reason=NO_HANDLER.format("ArgMax", "ArgMax")),)),
+              ("Reduction",)),
+    RoundTrip("reduction_mean_coeff", layer("Reduction", "reduction_param { axis: 2 operation: MEAN coeff: 0.5 }"),
+              "Reduction", ("Reduction",)),
+    RoundTrip("argmax", layer("ArgMax", "argmax_param { axis: 1 }"), "ArgMax", ("ArgMax",)),
+    RoundTrip("argmax_top2_values", layer("ArgMax", "argmax_param { axis: 3 top_k: 2 out_max_val: true }"), "ArgMax",
+              ("ArgMax",)),
+    RoundTrip("argmax_flat", layer("ArgMax", "argmax_param { top_k: 3 out_max_val: true }"), "ArgMax", ("ArgMax",)),
     RoundTrip("max_with_mask", layer("Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
-                                     tops=("y", "mask")), "MaxPoolingWithMask", ("Pooling",),
-              marks=(pytest.mark.xfail(strict=True, reason=NO_HANDLER.format("MaxPoolingWithMask",
-                                                                            "Pooling with a mask top")),)),
+                                     tops=("y", "mask")), "MaxPoolingWithMask", ("Pooling",)),
+    RoundTrip("max_with_mask_ceil_pad", layer("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }",
+                                              tops=("y", "mask")), "MaxPoolingWithMask", ("Pooling",)),
 ]
 
 #: The parameter message of each Caffe type, compared between the original and the round trip (Interp's
@@ -239,3 +240,27 @@ def test_keras_applications_custom_scale_layer(tmp_path):
     residual = layer_named(export, "residual")
     assert residual.type == "Eltwise"
     assert list(residual.eltwise_param.coeff) == pytest.approx([1.0, 0.17])
+
+
+def test_mvn_of_a_sequence_comes_back_to_its_own_shape(tmp_path):
+    """Caffe's MVN makes every top 4-axis; a (N, C, L) blob gets a Reshape back, and real Caffe agrees."""
+    from keraffe.keras_layers import MVN
+
+    from ._harness import assert_verified, caffe_types
+
+    x = keras.Input((3, 7), name="x")  # a rank-3 tensor keeps Caffe's axis order: the blob is (N, 3, 7)
+    model = keras.Model(x, MVN((2,), name="mvn")(x), name="mvn_sequence")
+    export, _ = assert_verified(model, tmp_path)
+    assert caffe_types(export) == ["MVN", "Reshape"]
+
+
+def test_mvn_over_axes_caffe_does_not_normalise_is_refused_by_name(tmp_path):
+    from keraffe.errors import ConversionError
+    from keraffe.keras_layers import MVN
+
+    from ._harness import convert_files
+
+    x = keras.Input((6, 5, 4), name="x")  # NHWC: Keras axis 3 is Caffe's channel axis
+    model = keras.Model(x, MVN((3,), name="over_channels_only")(x), name="mvn_channels")
+    with pytest.raises(ConversionError, match=r"'over_channels_only' \(MVN\) normalises over Keras axes \[3\]"):
+        convert_files(model, tmp_path)

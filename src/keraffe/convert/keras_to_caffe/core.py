@@ -95,15 +95,22 @@ def reshape(ctx, operation, node):
     name = ctx.layer_name(operation, node)
     out = node.outputs[0]
     target = tuple(int(d) for d in out.shape[1:])
-    blob = ctx.blob_in(value, identity(len(value.shape)), name)
+    rank = len(value.shape)
+    blob = ctx.blob_in(value, identity(rank), name)
     direct_nhwc = len(target) == 3 and (target[0] * target[1] == 1 or target[2] == 1)
-    layer = ctx.add("Reshape", name, [blob])
     if direct_nhwc:
         # Image of one pixel (or one channel): Keras' order and NCHW's coincide.
         h, w, c = target
+        source = ctx.caffe_shape(node.input_tensors[0], identity(rank))
+        if source[1:] == (c, h, w):
+            # The NCHW blob itself, read as NHWC (how caffe_to_keras hands a one-channel blob to Keras): no layer.
+            ctx.alias(out, CaffeValue(blob, NHWC, source, value.non_negative))
+            return
+        layer = ctx.add("Reshape", name, [blob])
         layer.reshape_param.shape.dim.extend([0, c, h, w])
         ctx.emit(operation, node, 0, out, name, NHWC)
         return
+    layer = ctx.add("Reshape", name, [blob])
     layer.reshape_param.shape.dim.extend((0,) + target)
     ctx.emit(operation, node, 0, out, name, identity(len(target) + 1))
 

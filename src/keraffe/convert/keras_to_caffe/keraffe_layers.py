@@ -11,7 +11,7 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
-from keraffe.layout import NHWC
+from keraffe.layout import NHWC, identity
 
 
 
@@ -95,13 +95,13 @@ def lrn(ctx, operation, node):
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
 
 
-@keras_layer("CaffePooling2D")
-def caffe_pooling(ctx, operation, node):
+def _pooling(ctx, operation, node, method, tops=None):
+    """One Caffe Pooling for a keraffe pooling layer (its output size stored), FLOOR rounding where needed."""
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)])
+    layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)], tops(name) if tops else None)
     p = layer.pooling_param
-    p.pool = p.MAX if operation.method == "max" else p.AVE
+    p.pool = p.MAX if method == "max" else p.AVE
     p.kernel_h, p.kernel_w = operation.pool_size
     p.stride_h, p.stride_w = operation.strides
     p.pad_h, p.pad_w = operation.padding
@@ -111,7 +111,19 @@ def caffe_pooling(ctx, operation, node):
         if not ctx.target.floor_pooling:
             raise ConversionError(f"'{name}' rounds its output size down; target '{ctx.target.name}' always rounds up")
         p.round_mode = p.FLOOR
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    for index, top in enumerate(layer.top):
+        ctx.emit(operation, node, index, node.outputs[index], top, NHWC)
+
+
+@keras_layer("CaffePooling2D")
+def caffe_pooling(ctx, operation, node):
+    _pooling(ctx, operation, node, operation.method)
+
+
+@keras_layer("MaxPoolingWithMask")
+def max_pooling_with_mask(ctx, operation, node):
+    """Caffe's MAX Pooling with its second top, the argmax mask (h * W + w) SegNet's Upsample reads."""
+    _pooling(ctx, operation, node, "max", tops=lambda name: [name, ctx.unique(f"{name}/mask")])
 
 
 @keras_layer("AxisScale")
@@ -196,7 +208,8 @@ def l2_normalize(ctx, operation, node):
     layer = ctx.add("Normalize", name, [ctx.blob_nchw(value, name)])
     p = layer.norm_param
     p.across_spatial, p.channel_shared, p.eps = operation.across_spatial, operation.channel_shared, operation.eps
-    ctx.weights[name] = [weight_array(operation.scale).reshape(()) if operation.channel_shared else weight_array(operation.scale)]
+    scale = weight_array(operation.scale)
+    ctx.weights[name] = [scale.reshape(()) if operation.channel_shared else scale]
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
 
 
@@ -212,3 +225,93 @@ def interp(ctx, operation, node):
     if operation.pad_end:
         p.pad_end = operation.pad_end
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+
+
+@keras_layer("MVN")
+def mvn(ctx, operation, node):
+    """Caffe's MVN normalises each item over axes 2.. (1.. across channels); the Keras axes must be those.
+
+    Caffe's top is always 4-axis ((N, C, L) becomes (N, C, L, 1)), so a blob of
+    fewer axes gets a Reshape back to its own shape.
+    """
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    rank = len(value.shape)
+    axes = {value.layout.perm[a % rank] for a in operation.axes} if value.layout.flattened_from is None else None
+    across = axes == set(range(1, rank))
+    if rank > 4 or axes is None or not (across or axes == set(range(2, rank))):
+        raise ConversionError(
+            f"'{name}' (MVN) normalises over Keras axes {list(operation.axes)} of a tensor whose Caffe blob has "
+            f"shape {value.shape}; Caffe's MVN normalises a blob of at most 4 axes over axes 2 and on, or 1 and on "
+            "(across_channels)")
+    top = name if rank == 4 else ctx.unique(f"{name}/4d")
+    p = ctx.add("MVN", top, [value.blob]).mvn_param
+    if not operation.normalize_variance:
+        p.normalize_variance = False
+    if across:
+        p.across_channels = True
+    if operation.eps != p.eps:
+        p.eps = operation.eps
+    if rank != 4:
+        reshape = ctx.add("Reshape", name, [top])  # dims of 0 copy the bottom's: (N, C, L, 1) -> (N, C, L)
+        reshape.reshape_param.shape.dim.extend([0] * rank)
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+
+
+@keras_layer("Tile")
+def tile(ctx, operation, node):
+    """Tiling along one axis is the same operation in any axis order: Caffe's Tile on that axis of the blob."""
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    rank = len(value.shape)
+    if value.layout.flattened_from is not None:
+        raise ConversionError(f"'{name}' (Tile) on a flattened image tensor: Caffe's flattening orders it otherwise")
+    layer = ctx.add("Tile", name, [value.blob])
+    layer.tile_param.axis = value.layout.perm[operation.axis % rank]
+    layer.tile_param.tiles = operation.tiles
+    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+
+
+_REDUCTIONS = {"sum": "SUM", "asum": "ASUM", "sumsq": "SUMSQ", "mean": "MEAN"}
+
+
+@keras_layer("Reduction")
+def reduction(ctx, operation, node):
+    """Caffe's Reduction over axes ``axis``.. of the blob in Caffe's own order (the Keras layer's order too)."""
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    rank, axis = len(value.shape), operation.axis
+    if value.layout.flattened_from is None and tuple(value.layout.perm[:axis]) == tuple(range(axis)):
+        bottom = value.blob  # the axes reduced are the same set in either order, so no transpose is needed
+    else:
+        bottom = ctx.blob_in(value, identity(rank), name)
+    layer = ctx.add("Reduction", name, [bottom])
+    p = layer.reduction_param
+    p.operation = getattr(p, _REDUCTIONS[operation.operation])
+    p.axis = operation.axis
+    if operation.coeff != 1.0:
+        p.coeff = operation.coeff
+    ctx.emit(operation, node, 0, node.outputs[0], name, identity(operation.axis))
+
+
+@keras_layer("ArgMax")
+def argmax(ctx, operation, node):
+    """Caffe's ArgMax. Along one axis, that axis of the blob (any order); over everything, the blob in
+    Caffe's order, since the indices count positions in Caffe's flattening."""
+    value = ctx.value(node.input_tensors[0])
+    name = ctx.layer_name(operation, node)
+    rank = len(value.shape)
+    along_one_axis = operation.axis is not None and value.layout.flattened_from is None
+    layout = value.layout if along_one_axis else identity(rank)
+    layer = ctx.add("ArgMax", name, [ctx.blob_in(value, layout, name)])
+    p = layer.argmax_param
+    if operation.top_k != 1:
+        p.top_k = operation.top_k
+    if operation.out_max_val:
+        p.out_max_val = True
+    if along_one_axis:
+        p.axis = layout.perm[operation.axis % rank]
+    elif operation.axis is not None:
+        p.axis = operation.axis
+    out_layout = layout if along_one_axis else identity(len(node.outputs[0].shape))
+    ctx.emit(operation, node, 0, node.outputs[0], name, out_layout)
