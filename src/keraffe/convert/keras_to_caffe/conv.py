@@ -46,6 +46,26 @@ def explicit_padding(operation, value, hint: str) -> list[tuple[int, int]]:
     return pads
 
 
+def unread_padding_dropped(pads, sizes, kernel, strides, dilation) -> list[tuple[int, int]]:
+    """``pads`` with trailing padding no window reads made symmetric, where Caffe's own padding then fits.
+
+    Caffe pads both sides alike. A Caffe net converted to Keras pads (1, 0) where
+    Caffe pads 1 but its last window stops short of the bottom padding; padding
+    (1, 1) reads the same windows and gives the same output size, so the
+    convolution keeps its own kernel rather than one widened with zero rows.
+    """
+    result = []
+    for (before, after), size, k, stride, rate in zip(pads, sizes, kernel, strides, dilation):
+        extent = rate * (k - 1) + 1
+        out = (size + before + after - extent) // stride + 1
+        read_after = max(0, (out - 1) * stride + extent - before - size)  # padding rows the last window reaches
+        symmetric_out = (size + 2 * before - extent) // stride + 1
+        if after < before and read_after <= after and symmetric_out == out:
+            after = before
+        result.append((before, after))
+    return result
+
+
 def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.ndarray, tuple[int, int]]:
     """Caffe weight (O, I, kH, kW) widened with zero rows so symmetric padding acts like ``pads``."""
     caffe_pads = []
@@ -63,7 +83,6 @@ def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.nda
     if any(w for pair in widen for w in pair):
         weight = np.pad(weight, [(0, 0), (0, 0), widen[0], widen[1]])
     return weight, tuple(caffe_pads)
-
 
 
 def undilate_for_uneven_padding(weight: np.ndarray, pads, dilation) -> tuple[np.ndarray, tuple[int, int]]:
@@ -118,6 +137,7 @@ def _emit_conv(ctx, operation, node, *, weight, bias, group, strides, dilation, 
     value = absorb_crop(ctx, value, name)
     bottom = ctx.blob_nchw(value, name)
     pads = explicit_padding(operation, value, name)
+    pads = unread_padding_dropped(pads, value.shape[2:], operation.kernel_size, strides, dilation)
     weight, dilation = undilate_for_uneven_padding(weight, pads, dilation)
     weight, caffe_pad = padded_kernel(weight, pads, dilation, name)
     act = activation_name(getattr(operation, "activation", None))
