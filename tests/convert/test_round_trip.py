@@ -4,6 +4,8 @@
   zoo, seeded weights): the Caffe weights come back bit-identical, layer by
   layer, and real Caffe gives identical outputs from the original and the
   round-tripped net.
+* SSD nets the same way, back for target opencv (PriorBox, DetectionOutput):
+  real Caffe gives bit-identical detections and head blobs.
 * A converted model saved as .keras reloads in a fresh process (safe_mode on,
   after `import keraffe`) and gives the same outputs: identical on the backend
   that saved it, equal to float round-off on JAX and PyTorch.
@@ -65,6 +67,57 @@ def test_openpose_caffe_keras_caffe(relpath, zoo, tmp_path):
     b = run_pycaffe(second.with_suffix(".prototxt"), second.with_suffix(".caffemodel"),
                     {export.tensor_map.inputs[0]: image}, export.tensor_map.outputs)
     for name, other in zip(outputs, export.tensor_map.outputs):
+        assert np.array_equal(a[name], b[other]), name
+
+
+SSD = ["mobilenet_ssd/deploy.prototxt", "mobilenet_ssd/MobileNetSSD_deploy_voc_bnmerged.prototxt",
+       "pelee_ssd/deploy.prototxt", "ssd300_vgg_voc/VGG_VOC0712_SSD_300x300_iter_120000.prototxt"]
+#: Besides the detections: the three blobs DetectionOutput reads, so a difference shows before NMS hides it.
+SSD_BLOBS = ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"]
+
+
+def _layer_shapes(net_parameter, weights, types) -> list:
+    return sorted((layer.type, tuple(tuple(np.shape(a)) for a in weights.get(layer.name, [])))
+                  for layer in net_parameter.layer if layer.type in types)
+
+
+@pytest.mark.pycaffe
+@pytest.mark.parametrize("relpath", SSD)
+def test_ssd_caffe_keras_caffe(relpath, zoo, tmp_path):
+    """SSD to Keras (to fine-tune or prune) and back for OpenCV's SSD layers: real Caffe runs both nets alike.
+
+    PriorBox and DetectionOutput come back as themselves, every convolution with
+    its own kernel (no zero rows for the padding Keras holds unevenly), and the
+    detections, boxes, scores and priors are bit-identical.
+    """
+    from keraffe.caffe.caffemodel import write_caffemodel
+    from keraffe.caffe.net import load_net
+    from keraffe.caffe.prototxt import Dialect, write_prototxt
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.convert.caffe_to_keras import convert_net
+    from keraffe.convert.keras_to_caffe import convert_model
+    from keraffe.verify.caffe_runtime import run_pycaffe
+
+    net = attach_seeded_weights(load_net(zoo / relpath), seed=0)
+    original = net.to_net_parameter()
+    model, _ = convert_net(net)
+    export = convert_model(model, "opencv")
+    kinds = {"Convolution", "PriorBox", "DetectionOutput", "Normalize"}
+    assert _layer_shapes(export.net, export.weights, kinds) == _layer_shapes(original, net.weight_arrays(), kinds)
+
+    first, second = tmp_path / "original", tmp_path / "round_trip"
+    write_prototxt(first.with_suffix(".prototxt"), original, Dialect.FORK)
+    write_caffemodel(first.with_suffix(".caffemodel"), original, net.weight_arrays())
+    write_prototxt(second.with_suffix(".prototxt"), export.net, Dialect.FORK)
+    write_caffemodel(second.with_suffix(".caffemodel"), export.net, export.weights)
+    image = np.random.default_rng(0).normal(size=net.shapes[net.inputs[0]]).astype(np.float32)
+    outputs = [str(t) for t in net.outputs]
+    a = run_pycaffe(first.with_suffix(".prototxt"), first.with_suffix(".caffemodel"), {str(net.inputs[0]): image},
+                    outputs + SSD_BLOBS)
+    b = run_pycaffe(second.with_suffix(".prototxt"), second.with_suffix(".caffemodel"),
+                    {export.tensor_map.inputs[0]: image}, export.tensor_map.outputs + SSD_BLOBS)
+    assert a[outputs[0]].shape[2] > 1, "the seeded net should detect something, or the comparison says little"
+    for name, other in zip(outputs + SSD_BLOBS, export.tensor_map.outputs + SSD_BLOBS):
         assert np.array_equal(a[name], b[other]), name
 
 

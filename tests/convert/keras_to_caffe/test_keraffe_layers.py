@@ -3,7 +3,7 @@
 Each case is a Caffe layer that caffe_to_keras turns into one of keraffe's
 Keras layers (AbsVal, Power, Exp, Log, Threshold, Clip, Swish, WeightedSum,
 LRN, CaffePooling2D, AxisScale, AxisSlice, GroupedConv2DTranspose,
-L2Normalize, Interp, MVN, Tile, Reduction, ArgMax, MaxPoolingWithMask). The
+L2Normalize, Interp, MVN, Tile, Reduction, ArgMax, MaxPoolingWithMask, PriorBox). The
 net gets seeded weights, goes to Keras with ``convert_net`` and back with
 ``keras_to_caffe``; the new net must have the original layer's type, its
 parameter message and its blobs (bit for bit), and must match the Keras model
@@ -102,6 +102,14 @@ CASES = [
     RoundTrip("argmax_top2_values", layer("ArgMax", "argmax_param { axis: 3 top_k: 2 out_max_val: true }"), "ArgMax",
               ("ArgMax",)),
     RoundTrip("argmax_flat", layer("ArgMax", "argmax_param { top_k: 3 out_max_val: true }"), "ArgMax", ("ArgMax",)),
+    RoundTrip("priorbox_flip", layer("PriorBox", "prior_box_param { min_size: 2 max_size: 4 aspect_ratio: 2 "
+                                                 "aspect_ratio: 3 flip: true clip: false variance: 0.1 variance: 0.2 "
+                                                 "variance: 0.1 variance: 0.2 }", bottoms=("x", "x2")),
+              "PriorBox", ("PriorBox",), target="opencv", two_inputs=True),
+    RoundTrip("priorbox_no_flip", layer("PriorBox", "prior_box_param { min_size: 3 aspect_ratio: 2 flip: false "
+                                                    "clip: true step: 2 offset: 0.25 img_h: 12 img_w: 10 }",
+                                        bottoms=("x", "x2")),
+              "PriorBox", ("PriorBox",), target="opencv", two_inputs=True),
     RoundTrip("max_with_mask", layer("Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
                                      tops=("y", "mask")), "MaxPoolingWithMask", ("Pooling",)),
     RoundTrip("max_with_mask_ceil_pad", layer("Pooling", "pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 }",
@@ -114,7 +122,8 @@ PARAM = {"AbsVal": None, "Power": "power_param", "Exp": "exp_param", "Log": "log
          "Threshold": "threshold_param", "Eltwise": "eltwise_param", "LRN": "lrn_param", "Pooling": "pooling_param",
          "Scale": "scale_param", "Bias": "bias_param", "Deconvolution": "convolution_param", "Swish": "swish_param",
          "Normalize": "norm_param", "Clip": "clip_param", "MVN": "mvn_param",
-         "Tile": "tile_param", "Reduction": "reduction_param", "ArgMax": "argmax_param"}
+         "Tile": "tile_param", "Reduction": "reduction_param", "ArgMax": "argmax_param",
+         "PriorBox": "prior_box_param"}
 
 
 def meaning(message) -> dict:
