@@ -242,3 +242,27 @@ def test_save_leaves_no_method_of_its_own_on_the_layers(tmp_path, monkeypatch, f
         save_keras_model(model, tmp_path / "model.keras")
     layers = [model, *model.layers, *model.get_layer("inner").layers, model.get_layer("inner").get_layer("td").layer]
     assert [layer.name for layer in layers if "save_own_variables" in vars(layer)] == []
+
+
+class _Block(keras.layers.Layer):
+    """A block whose ``layers`` attribute is a count, not a list of layers (nothing Keras forbids)."""
+
+    def __init__(self, layers=2, **kwargs):
+        super().__init__(**kwargs)
+        self.layers = layers
+        self.denses = [L.Dense(3, name=f"dense_{i}") for i in range(layers)]
+
+    def call(self, x):
+        for dense in self.denses:
+            x = dense(x)
+        return x
+
+
+def test_save_passes_over_attributes_named_layers_that_hold_no_layers(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), _Block(name="block")], name="with_block")
+    save_keras_model(model, tmp_path / "by_keraffe.keras")
+    model.save(tmp_path / "by_keras.keras")
+    by_keras, by_keraffe = _stored_weights(tmp_path / "by_keras.keras"), _stored_weights(tmp_path / "by_keraffe.keras")
+    assert sorted(by_keraffe) == sorted(by_keras) and len(by_keras) == 4
+    for name, value in by_keras.items():
+        np.testing.assert_array_equal(by_keraffe[name], value, err_msg=name)

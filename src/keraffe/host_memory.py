@@ -50,19 +50,23 @@ def initial_value(array: np.ndarray, dtype=None):
 
     if dtype is not None:
         dtype = keras.backend.standardize_dtype(dtype)
-    if keras.backend.backend() != "tensorflow" or np.size(array) == 0:
+    wanted = np.dtype(dtype) if dtype is not None else np.asarray(array).dtype
+    # NumPy's DLPack export takes only its own numeric types (not ml_dtypes' bfloat16): those go Keras' way.
+    if keras.backend.backend() != "tensorflow" or np.size(array) == 0 or wanted.kind not in "fiu":
         return np.asarray(array, dtype=dtype)
     import tensorflow as tf
 
     return tf.experimental.dlpack.from_dlpack(aligned_copy(array, dtype).__dlpack__())
 
 
-def host_view(variable):
-    """A NumPy array of a Keras variable's value that shares the variable's memory where the backend allows.
+def host_view(variable, snapshot: bool = False):
+    """A read-only NumPy array of a Keras variable's value, without a copy where the backend allows.
 
-    TensorFlow, JAX and PyTorch variables on the CPU are shown without a copy
-    (a variable on an accelerator is copied to the host once). The view is
-    read only: writing to it would write to the variable.
+    Variables on the CPU are shown without a copy (one on an accelerator is
+    copied to the host once). On TensorFlow and JAX the array is a snapshot: a
+    later assignment gives the variable new memory. A PyTorch view follows the
+    variable as it changes; ``snapshot=True`` copies it there, for callers that
+    keep the array (bfloat16, which NumPy cannot view, is always copied).
     """
     import keras
 
@@ -71,7 +75,14 @@ def host_view(variable):
     if backend == "tensorflow":
         view = np.asarray(native.read_value())  # a read aliases the variable's buffer; np.asarray keeps it
     elif backend == "torch":
-        view = native.detach().cpu().numpy()
+        import torch
+
+        if native.dtype == torch.bfloat16:
+            view = keras.ops.convert_to_numpy(variable)
+        else:
+            view = native.detach().cpu().numpy()
+            if snapshot:
+                view = view.copy()
     else:
         view = np.asarray(native)
     view.flags.writeable = False
@@ -79,7 +90,7 @@ def host_view(variable):
 
 
 def weight_array(variable) -> np.ndarray:
-    """A layer's weight as a read-only float32 NumPy array; a float32 Keras variable is shown, not copied.
+    """A layer's weight as a read-only float32 NumPy snapshot; a float32 variable is shown, not copied, where it can be.
 
     Keras -> Caffe converters only reorder weights into Caffe's layout (one
     copy, where the order changes) before writing them; Keras' own NumPy
@@ -88,7 +99,7 @@ def weight_array(variable) -> np.ndarray:
     """
     import keras
 
-    array = host_view(variable) if isinstance(variable, keras.Variable) else np.asarray(variable)
+    array = host_view(variable, snapshot=True) if isinstance(variable, keras.Variable) else np.asarray(variable)
     if array.dtype != np.float32:
         array = array.astype(np.float32)
     array.flags.writeable = False

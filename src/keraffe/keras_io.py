@@ -177,16 +177,25 @@ class _HostViewStore:
         return getattr(self._store, name)
 
 
-def _saveable_layers(layer):
-    """The layer and every layer inside it, through the public ``layers`` and ``layer`` attributes."""
-    yield layer
-    inner = list(getattr(layer, "layers", None) or [])
-    wrapped = getattr(layer, "layer", None)
-    if wrapped is not None and not isinstance(wrapped, (list, tuple)):
-        inner.append(wrapped)
-    for child in inner:
-        if hasattr(child, "save_own_variables"):
-            yield from _saveable_layers(child)
+def _saveable_layers(model):
+    """The model and every layer inside it, reached through the public ``layers`` and ``layer`` attributes.
+
+    Attributes of those names that hold something else (a block's layer count,
+    say) are passed over, and each layer is visited once.
+    """
+    import keras
+
+    seen, pending = set(), [model]
+    while pending:
+        layer = pending.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        inner = getattr(layer, "layers", None)
+        children = list(inner) if isinstance(inner, (list, tuple)) else []
+        children.append(getattr(layer, "layer", None))
+        pending.extend(child for child in children if isinstance(child, keras.layers.Layer))
 
 
 @contextlib.contextmanager
@@ -201,7 +210,7 @@ def _variables_saved_as_host_views(model):
     """
     patched = []
     try:
-        for layer in {id(layer): layer for layer in _saveable_layers(model)}.values():
+        for layer in _saveable_layers(model):
             if "save_own_variables" in vars(layer):
                 continue  # the instance already has its own; leave it alone
 
