@@ -23,17 +23,19 @@ def interp2(x: np.ndarray, size_out: tuple[int, int]) -> np.ndarray:
     rwidth = np.float32((w1_in - 1) / (w2_out - 1)) if w2_out > 1 else np.float32(0)
     out = np.zeros(x.shape[:2] + (h2_out, w2_out), np.float32)
     for h2 in range(h2_out):
-        h1r = np.float32(rheight * np.float32(h2))
-        h1 = int(h1r)
-        h1p = 1 if h1 < h1_in - 1 else 0
-        h1l = np.float32(h1r - np.float32(h1))
-        h0l = np.float32(1) - h1l
+        h1, h1p, h0l, h1l = _source(rheight, h2, h1_in)
         for w2 in range(w2_out):
-            w1r = np.float32(rwidth * np.float32(w2))
-            w1 = int(w1r)
-            w1p = 1 if w1 < w1_in - 1 else 0
-            w1l = np.float32(w1r - np.float32(w1))
-            w0l = np.float32(1) - w1l
+            w1, w1p, w0l, w1l = _source(rwidth, w2, w1_in)
             out[:, :, h2, w2] = (h0l * (w0l * x[:, :, h1, w1] + w1l * x[:, :, h1, w1 + w1p])
                                  + h1l * (w0l * x[:, :, h1 + h1p, w1] + w1l * x[:, :, h1 + h1p, w1 + w1p]))
     return out
+
+
+def _source(ratio, position: int, size_in: int):
+    """For one output position along one axis: the input index, the step to its neighbour (0 at the
+    edge), and the two interpolation weights, each in float32 as Caffe rounds them."""
+    real = np.float32(ratio * np.float32(position))
+    index = int(real)
+    step = 1 if index < size_in - 1 else 0
+    far = np.float32(real - np.float32(index))
+    return index, step, np.float32(1) - far, far
