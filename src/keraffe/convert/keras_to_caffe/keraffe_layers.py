@@ -95,11 +95,12 @@ def lrn(ctx, operation, node):
     ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
 
 
-def _pooling(ctx, operation, node, method, tops=None):
+def _pooling(ctx, operation, node, method, with_mask=False):
     """One Caffe Pooling for a keraffe pooling layer (its output size stored), FLOOR rounding where needed."""
     value = ctx.value(node.input_tensors[0])
     name = ctx.layer_name(operation, node)
-    layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)], tops(name) if tops else None)
+    tops = [name, ctx.unique(f"{name}/mask")] if with_mask else None
+    layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)], tops)
     p = layer.pooling_param
     p.pool = p.MAX if method == "max" else p.AVE
     p.kernel_h, p.kernel_w = operation.pool_size
@@ -123,7 +124,7 @@ def caffe_pooling(ctx, operation, node):
 @keras_layer("MaxPoolingWithMask")
 def max_pooling_with_mask(ctx, operation, node):
     """Caffe's MAX Pooling with its second top, the argmax mask (h * W + w) SegNet's Upsample reads."""
-    _pooling(ctx, operation, node, "max", tops=lambda name: [name, ctx.unique(f"{name}/mask")])
+    _pooling(ctx, operation, node, "max", with_mask=True)
 
 
 @keras_layer("AxisScale")
