@@ -36,7 +36,7 @@ def measure(name: str, directory: Path, threads: int, rounds: int, repeats: int)
     import keras
 
     from keraffe.pruning.structured import model_macs, plan_channels
-    from keraffe.pruning.structured.report import alternating_latency, export_for_timing
+    from keraffe.verify.latency import alternating_latency, export_for_timing
 
     keras.utils.set_random_seed(0)
     dense = getattr(keras.applications, name)(weights=None)

@@ -171,7 +171,8 @@ def export_and_verify(model, directory: Path) -> dict:
 
 
 def run(config: RunConfig) -> dict:
-    from keraffe.pruning.structured import plan_channels, structured_report
+    from keraffe.pruning.structured import plan_channels
+    from keraffe.verify.latency import deployment_report
 
     config.out.mkdir(parents=True, exist_ok=True)
     images = generated_images(config.seed) if config.smoke else load_cifar10(config.data)
@@ -200,7 +201,7 @@ def run(config: RunConfig) -> dict:
           f"{verified['blobs_compared']} blobs, largest relative error {verified['max_rel']:.2e} "
           f"({'ok' if verified['ok'] else 'FAILED'})")
 
-    report = structured_report(model, pruned, threads=1, rounds=1 if config.smoke else 5,
+    report = deployment_report(model, pruned, threads=1, rounds=1 if config.smoke else 5,
                                repeats=2 if config.smoke else 10)
     print("6. before and after:")
     print(report.render(), end="")

@@ -43,16 +43,12 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     ``target`` is "caffe1" (Caffe 1.0 layer types only, the default), "caffe"
     (BVLC master) or "opencv" (OpenCV 4.x DNN). ``input_shape`` is Caffe's
     (N, C, H, W) for models whose input size is open. The caffemodel goes next
-    to the prototxt unless given. Returns the CaffeExport (net, weights, tensor
-    map and the legalisation report of layers that did not map one to one).
+    to the prototxt unless given, and the tensor map (which Keras tensor holds
+    which blob, for ``verify``) beside it as NET.keraffe.json. Returns the
+    CaffeExport (net, weights, tensor map and the legalisation report of layers
+    that did not map one to one).
     """
-    from pathlib import Path
-
-    from keraffe.caffe.caffemodel import write_caffemodel
-    from keraffe.caffe.prototxt import write_prototxt
-    from keraffe.convert.keras_to_caffe import convert_model, with_input_shape
-    from keraffe.convert.keras_to_caffe.targets import get_target
-    from keraffe.files import refuse_overwriting_input
+    from keraffe.convert.keras_to_caffe import export_files, with_input_shape
     from keraffe.keras_io import load_keras_model
 
     source = None
@@ -64,17 +60,7 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     batch = 1
     if input_shape is not None:
         model, batch = with_input_shape(model, input_shape)
-    prototxt = Path(prototxt)
-    caffemodel = Path(caffemodel) if caffemodel else prototxt.with_suffix(".caffemodel")
-    refuse_overwriting_input(prototxt, source)
-    refuse_overwriting_input(caffemodel, source, prototxt)
-    export = convert_model(model, target, batch_size=batch)
-    header = (f"Converted from Keras model '{model.name}' by keraffe for target '{target}' "
-              f"({get_target(target).description}).")
-    write_caffemodel(caffemodel, export.net, export.weights)
-    write_prototxt(prototxt, export.net, get_target(target).dialect, header)
-    export.prototxt, export.caffemodel = prototxt, caffemodel
-    return export
+    return export_files(model, prototxt, caffemodel, target, batch_size=batch, source=source)
 
 
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,

@@ -31,3 +31,7 @@ class ConversionError(KeraffeError):
 
 class PruningError(KeraffeError):
     """A pruning argument, schedule or layer cannot be used as given."""
+
+
+class GraphError(ConversionError):
+    """A Keras model whose graph keraffe cannot read (a subclassed model, an unbuilt Sequential)."""

@@ -14,7 +14,7 @@ dialect (``format_prototxt(..., Dialect.FORK)``), because brocolli cannot open
 their data sources. Nets brocolli cannot build as written are listed with the
 reason in ``zoo_nets.EXCLUDED``, and that list is checked against the zoo; those
 whose layers keraffe knows reach real Caffe in their BVLC spelling
-(``keraffe.caffe.spelling``), where every original blob keeps its shape.
+(``keraffe.passes.bvlc_spelling``), where every original blob keeps its shape.
 """
 
 from __future__ import annotations
@@ -169,14 +169,14 @@ def _spelled_nets():
 @pytest.mark.pycaffe
 @pytest.mark.parametrize("rel", _spelled_nets())
 def test_fork_net_shapes_match_caffe_through_bvlc_spelling(rel, tmp_path):
-    """Fork layers spelled with layers brocolli has (keraffe.caffe.spelling) keep every original blob's shape.
+    """Fork layers spelled with layers brocolli has (keraffe.passes.bvlc_spelling) keep every original blob's shape.
 
     The spelling's own intermediate blobs (a Pad before a convolution, Tiles
     before a product) are Caffe's extras; every blob of the original net must
     be there with keraffe's shape.
     """
     from keraffe.caffe.seeded import attach_seeded_weights
-    from keraffe.caffe.spelling import bvlc_spelling
+    from keraffe.passes.bvlc_spelling import bvlc_spelling
     from keraffe.verify.caffe_runtime import pycaffe_blob_shapes
 
     if rel in NOT_SPELLED:

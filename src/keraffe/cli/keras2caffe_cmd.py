@@ -29,8 +29,10 @@ def run(args) -> int:
 
     export = keraffe.keras_to_caffe(args.model, args.output, args.weights_out, target=args.target,
                                     input_shape=input_shapes_from(args))
+    from keraffe.convert.tensor_map import recorded_map_path
+
     print(f"{args.model} -> {export.prototxt}, {export.caffemodel} (target {export.target}): "
-          f"{len(export.net.layer)} Caffe layers")
+          f"{len(export.net.layer)} Caffe layers; tensor map for verify in {recorded_map_path(export.prototxt)}")
     if export.report:
         print("layers that did not map one to one:")
         for item in export.report:

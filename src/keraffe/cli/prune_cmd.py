@@ -56,6 +56,7 @@ def _load_data(path, caffe_order: bool):
     import numpy as np
 
     from keraffe.errors import KeraffeError
+    from keraffe.layout import NHWC
 
     path = Path(path)
     if not path.is_file():
@@ -68,7 +69,7 @@ def _load_data(path, caffe_order: bool):
     for name in ("x_train", "x_test"):
         if name in arrays:
             value = arrays[name].astype("float32")
-            arrays[name] = value.transpose(0, 2, 3, 1) if caffe_order and value.ndim == 4 else value
+            arrays[name] = NHWC.to_keras(value) if caffe_order and value.ndim == 4 else value
     return arrays
 
 
@@ -139,9 +140,9 @@ def run(args) -> int:
         save_keras_model(pruned, args.output)
         print(f"wrote {args.output}")
     if args.report:
-        from keraffe.pruning.structured import structured_report
+        from keraffe.verify.latency import deployment_report
 
-        print(structured_report(model, pruned).render(), end="")
+        print(deployment_report(model, pruned).render(), end="")
     return 0
 
 

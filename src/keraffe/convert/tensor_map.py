@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+from pathlib import Path
 
 from keraffe.layout import Layout
 
@@ -77,3 +80,50 @@ class TensorMap:
         for item in data["entries"]:
             result.add(MapEntry.from_json(item))
         return result
+
+
+# ------------------------------------------------------------------ the map beside an exported net
+
+#: The header keraffe writes at the top of a prototxt it exports names the target this way.
+_TARGET_IN_HEADER = re.compile(r"^#.* by keraffe for target '([A-Za-z0-9_]+)'")
+
+
+def recorded_map_path(prototxt: str | os.PathLike) -> Path:
+    """Where keraffe records an exported net's tensor map: beside the prototxt, NET.keraffe.json."""
+    return Path(prototxt).with_suffix(".keraffe.json")
+
+
+def write_recorded_map(prototxt: str | os.PathLike, tensor_map: TensorMap) -> Path:
+    """Record the map of an export beside its prototxt (atomically), so a later verify needs no conversion."""
+    from keraffe.files import atomic_output
+
+    path = recorded_map_path(prototxt)
+    with atomic_output(path, "w") as handle:
+        handle.write(tensor_map.to_json())
+    return path
+
+
+def read_recorded_map(prototxt: str | os.PathLike) -> TensorMap | None:
+    """The map recorded beside a prototxt, or None when there is none (or it cannot be read)."""
+    path = recorded_map_path(prototxt)
+    if not path.is_file():
+        return None
+    try:
+        return TensorMap.from_json(path.read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def exported_target(prototxt: str | os.PathLike) -> str | None:
+    """The target a keraffe-written prototxt names in its header, or None."""
+    try:
+        with open(prototxt, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if not line.startswith("#"):
+                    return None
+                match = _TARGET_IN_HEADER.match(line)
+                if match:
+                    return match.group(1)
+    except OSError:
+        return None
+    return None

@@ -6,19 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-
-def interp_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source index, its neighbour and the neighbour's weight for each output position.
-
-    Follows Caffe's caffe_cpu_interp2 in float32: ratio = (in - 1) / (out - 1),
-    src = ratio * i, neighbour = src + 1 unless src is the last row.
-    """
-    ratio = np.float32((in_size - 1) / (out_size - 1)) if out_size > 1 else np.float32(0.0)
-    position = ratio * np.arange(out_size, dtype=np.float32)
-    base = position.astype(np.int64)
-    step = (base < in_size - 1).astype(np.int64)
-    weight = (position - base.astype(np.float32)).astype(np.float32)
-    return base, base + step, weight
+from keraffe.caffe.interp import interp_taps
 
 
 @keras.saving.register_keras_serializable(package="keraffe")

@@ -52,6 +52,23 @@ class Layout:
     def keras_shape(self, caffe_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(caffe_shape[a] for a in self.perm)
 
+    def caffe_shape(self, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The Caffe blob's shape for a Keras tensor of ``keras_shape`` (batch axis included)."""
+        if self.flattened_from is not None:
+            return (keras_shape[0], int(np.prod(self.flattened_from)))
+        shape = [0] * len(keras_shape)
+        for keras_axis, caffe_axis in enumerate(self.perm):
+            shape[caffe_axis] = keras_shape[keras_axis]
+        return tuple(shape)
+
+    def axes_to_keras(self, caffe_array: np.ndarray) -> np.ndarray:
+        """An array over the Caffe blob's axes, its axes moved into the Keras tensor's order (no flattening)."""
+        return np.transpose(caffe_array, self.perm)
+
+    def axes_to_caffe(self, keras_array: np.ndarray) -> np.ndarray:
+        """An array over the Keras tensor's axes, its axes moved into the Caffe blob's order (no flattening)."""
+        return np.transpose(keras_array, np.argsort(self.perm))
+
     def to_keras(self, caffe_array: np.ndarray) -> np.ndarray:
         """A Caffe blob's values in the Keras tensor's order."""
         if self.detections:
@@ -60,7 +77,7 @@ class Layout:
             n = caffe_array.shape[0]
             c, h, w = self.flattened_from
             return caffe_array.reshape(n, c, h, w).transpose(0, 2, 3, 1).reshape(n, -1)
-        return np.transpose(caffe_array, self.perm)
+        return self.axes_to_keras(caffe_array)
 
     def to_caffe(self, keras_array: np.ndarray) -> np.ndarray:
         """A Keras tensor's values in the Caffe blob's order."""
@@ -75,7 +92,7 @@ class Layout:
             n = keras_array.shape[0]
             c, h, w = self.flattened_from
             return keras_array.reshape(n, h, w, c).transpose(0, 3, 1, 2).reshape(n, -1)
-        return np.transpose(keras_array, np.argsort(self.perm))
+        return self.axes_to_caffe(keras_array)
 
     def describe(self) -> str:
         if self.detections:
@@ -125,6 +142,15 @@ def relative_perm(source: Layout, target: Layout) -> tuple[int, ...]:
     return tuple(source.perm.index(a) for a in target.perm)
 
 
+def caffe_permute_order(source: Layout, target: Layout) -> tuple[int, ...]:
+    """Caffe Permute order (top axis j is bottom axis order[j]) moving a blob from ``source`` to ``target``.
+
+    Both layouts describe the same Keras tensor; the blob holds its values in
+    ``source``'s Caffe order and must hold them in ``target``'s.
+    """
+    return tuple(source.perm[target.perm.index(j)] for j in range(len(source.perm)))
+
+
 # ------------------------------------------------------------------ weights
 
 
@@ -168,11 +194,27 @@ def deconv_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
 
 
-def dense_rows_nchw_to_nhwc(weight_in_by_out: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
-    """Reorder Dense kernel rows from Caffe's (C, H, W) flatten order to Keras' (H, W, C) order."""
-    c, h, w = chw
-    out = weight_in_by_out.shape[1]
-    return np.ascontiguousarray(weight_in_by_out.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(c * h * w, out))
+def dense_rows_caffe_to_keras(kernel: np.ndarray, layout: Layout, caffe_tail: tuple[int, ...]) -> np.ndarray:
+    """Reorder (K, N) Dense kernel rows from Caffe's flatten order to the Keras tensor's flatten order.
+
+    ``layout`` is the input's layout and ``caffe_tail`` its Caffe shape after
+    the batch axis. Reshaped output-major, the kernel is a free view of Caffe's
+    (N, K) array, and the reorder makes the only copy; VGG-16's fc6 is 411 MB,
+    so a second one shows in peak memory.
+    """
+    outputs = kernel.shape[1]
+    if layout.flattened_from is not None:
+        c, h, w = layout.flattened_from
+        blocks, keras_order = kernel.T.reshape(outputs, c, h, w), [2, 3, 1, 0]
+    else:
+        blocks = kernel.T.reshape((outputs,) + tuple(caffe_tail))
+        keras_order = list(layout.perm[1:]) + [0]
+    return np.ascontiguousarray(blocks.transpose(keras_order).reshape(-1, outputs))
+
+
+def conv1d_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv1D kernel (k, C/g, O) -> Caffe weights (O, C/g, k, 1) of the (k x 1) convolution it becomes."""
+    return np.ascontiguousarray(kernel.transpose(2, 1, 0)[..., None])
 
 
 def dense_rows_nhwc_to_nchw(kernel: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:

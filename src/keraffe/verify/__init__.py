@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from keraffe.errors import KeraffeError
+from keraffe.keras_graph import operations_by_name, output_of
 from keraffe.verify.report import TensorComparison, VerifyReport, compare
 
 RUNTIMES = ("caffe", "opencv")
@@ -53,6 +54,8 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
     else:
         import cv2
 
+        from keraffe.layout import NHWC
+
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise KeraffeError(f"{path}: not an .npy, .npz or image file keraffe can read")
@@ -63,7 +66,7 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
         image = image[:, :, None] if image.ndim == 2 else image
         if image.shape[2] != c:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None] if c == 1 else image[:, :, :c]
-        arrays = {names[0]: np.repeat(image.transpose(2, 0, 1)[None], n, axis=0)}
+        arrays = {names[0]: np.repeat(NHWC.to_caffe(image[None]), n, axis=0)}
     unknown = sorted(set(arrays) - set(names))
     missing = sorted(set(names) - set(arrays))
     if unknown or missing:
@@ -78,67 +81,68 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
 
 
 def tensor_map_for(model, net):
-    """The tensor map relating ``model`` to ``net``: recorded at conversion, or derived again.
+    """The tensor map relating ``model`` to ``net``: recorded at conversion, or derived once.
 
-    keraffe's conversions are deterministic, so a model converted from a net
-    (or a net converted from a model) is related by converting again and
-    checking that the names agree.
+    A model converted in this process carries its map; a net keraffe wrote
+    from a Keras model has it in a file beside the prototxt
+    (:func:`keraffe.convert.tensor_map.recorded_map_path`). Otherwise
+    keraffe's conversions are deterministic, so the map of converting the net
+    to Keras (or the model to Caffe, for the target the prototxt names) is
+    used if its names agree with the model's.
     """
+    from keraffe.convert.tensor_map import read_recorded_map
+
     recorded = getattr(model, "keraffe_tensor_map", None)
     if recorded is not None:
         return recorded
+    layer_names = set(operations_by_name(model))
+    recorded = read_recorded_map(net.source)
+    if recorded is not None and all(e.keras_layer in layer_names for e in recorded.materialised()):
+        return recorded
     from keraffe.convert.caffe_to_keras import convert_net
 
-    layer_names = set(_operations_by_name(model))
     try:
         _, planned = convert_net(net)
     except KeraffeError:
         planned = None
     if planned is not None and all(e.keras_layer in layer_names for e in planned.materialised()):
         return planned
-    derive = _keras_to_caffe_map()
-    if derive is not None:
-        planned = derive(model, net)
-        if planned is not None:
-            return planned
+    planned = _map_of_export(model, net)
+    if planned is not None:
+        return planned
     raise KeraffeError(
         f"cannot relate the Keras model '{model.name}' to {net.source}: the layer names do not match a keraffe "
         "conversion in either direction"
     )
 
 
-def _keras_to_caffe_map():
+def _map_of_export(model, net):
+    """The tensor map of converting ``model`` to Caffe once, for the target the prototxt's header names."""
+    from keraffe.convert.keras_to_caffe import convert_model
+    from keraffe.convert.tensor_map import exported_target
+
     try:
-        from keraffe.convert.keras_to_caffe import tensor_map_from_model
-    except ImportError:
+        export = convert_model(model, exported_target(net.source) or "caffe1")
+    except KeraffeError:
         return None
-    return tensor_map_from_model
-
-
-def _operations_by_name(model) -> dict:
-    """Every operation of a functional model by name, raw keras.ops calls and nested models' layers included."""
-    found = {}
-    for operation in getattr(model, "operations", model.layers):
-        found.setdefault(operation.name, operation)
-        if hasattr(operation, "operations") and operation is not model:
-            for name, inner in _operations_by_name(operation).items():
-                found.setdefault(name, inner)
-    return found
+    tops = {t.blob for node in net.layers for t in node.outputs}
+    if all(e.caffe_blob in tops for e in export.tensor_map.entries.values()):
+        return export.tensor_map
+    return None
 
 
 def _keras_tensor(model, entry, operations=None):
-    operations = operations if operations is not None else _operations_by_name(model)
+    operations = operations if operations is not None else operations_by_name(model)
     if entry.keras_layer not in operations:
         raise KeraffeError(f"the Keras model has no layer '{entry.keras_layer}' (Caffe tensor {entry.caffe_tensor})")
-    node = operations[entry.keras_layer]._inbound_nodes[entry.keras_node]
-    return node.output_tensors[entry.keras_output]
+    return output_of(operations[entry.keras_layer], entry.keras_node, entry.keras_output)
 
 
 def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], runtime: str) -> dict[str, np.ndarray]:
     """Run the net in real Caffe or OpenCV from files keraffe writes (a deploy prototxt and caffemodel)."""
     from keraffe.caffe.caffemodel import write_caffemodel
     from keraffe.caffe.prototxt import Dialect, write_prototxt
-    from keraffe.caffe.spelling import bvlc_spelling
+    from keraffe.passes.bvlc_spelling import bvlc_spelling
     from keraffe.verify.opencv_runtime import OPENCV_WRONG
 
     if runtime not in RUNTIMES:
@@ -223,7 +227,7 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
 
     blobs = [entries[name].caffe_blob for name in chosen]
     reference = run_reference(net, inputs, blobs, runtime)
-    operations = _operations_by_name(model)
+    operations = operations_by_name(model)
     feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name], operations) for name in chosen])
     keras_inputs = [entries[name].layout.to_keras(inputs[name]) for name in tmap.inputs]
     values = feature_model.predict(keras_inputs, verbose=0)
@@ -275,7 +279,7 @@ def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, refer
         if steps > 32:
             return None
         frontier.extend(producers[str(tensor)].inputs)
-    operations = _operations_by_name(model)
+    operations = operations_by_name(model)
     feeds, values = [], []
     for tensor in sources:
         entry = entries.get(str(tensor))

@@ -127,78 +127,89 @@ def _call_worker(
     weights: Mapping[str, Sequence[np.ndarray]] | None = None,
     timeout: float = 600,
 ):
+    """Run one command of ``_pycaffe_worker.py`` in a child process and return its decoded answer."""
     pycaffe = find_pycaffe()
     if pycaffe is None:
         raise CaffeRuntimeError(f"pycaffe {PYCAFFE_VERSION} is not available: {_BUILD_HINT}")
+    request, what = _request(command, prototxt, caffemodel, blobs)
+    with tempfile.TemporaryDirectory(prefix="keraffe-pycaffe-") as tmp:
+        tmpdir = pathlib.Path(tmp)
+        _write_arrays(request, tmpdir, inputs, weights)
+        proc = _run_worker(request, tmpdir, _worker_env(pycaffe), what, timeout)
+        return _read_answer(proc, tmpdir, what)
+
+
+def _request(command: str, prototxt, caffemodel, blobs) -> tuple[dict, str]:
+    """The worker's request (paths resolved) and how to name the call in messages."""
     what = f"pycaffe {command}"
-    req: dict = {"command": command, "blobs": list(blobs) if blobs is not None else None}
+    request: dict = {"command": command, "blobs": list(blobs) if blobs is not None else None}
     if prototxt is not None:
-        req["prototxt"] = str(pathlib.Path(prototxt).resolve())
+        request["prototxt"] = str(pathlib.Path(prototxt).resolve())
         what += f" on {prototxt}"
     if caffemodel is not None:
-        req["caffemodel"] = str(pathlib.Path(caffemodel).resolve())
+        request["caffemodel"] = str(pathlib.Path(caffemodel).resolve())
         what += f" with {caffemodel}"
+    return request, what
 
+
+def _worker_env(pycaffe: pathlib.Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(pycaffe), env.get("PYTHONPATH")) if p)
     env.setdefault("GLOG_minloglevel", "2")  # keep INFO/WARNING quiet; errors still show
     env.setdefault("GLOG_logtostderr", "1")  # otherwise glog also litters /tmp with log files
+    return env
 
-    with tempfile.TemporaryDirectory(prefix="keraffe-pycaffe-") as tmp:
-        tmpdir = pathlib.Path(tmp)
-        if inputs:
-            # Indexed keys: blob names may hold characters npz keys do not like.
-            names = list(inputs)
-            arrays_in = {
-                f"x{i}": np.ascontiguousarray(inputs[n], dtype=np.float32)
-                for i, n in enumerate(names)
-            }
-            np.savez(tmpdir / "inputs.npz", **arrays_in)
-            req["inputs"] = str(tmpdir / "inputs.npz")
-            req["input_names"] = names
-        if weights:
-            layer_names = list(weights)
-            np.savez(tmpdir / "weights.npz", **{
-                f"w{i}_{j}": np.ascontiguousarray(array, dtype=np.float32)
-                for i, name in enumerate(layer_names) for j, array in enumerate(weights[name])})
-            req["weights"] = str(tmpdir / "weights.npz")
-            req["weight_layers"] = [[name, len(weights[name])] for name in layer_names]
-        req["answer"] = str(tmpdir / "answer.json")
-        req["arrays_out"] = str(tmpdir / "arrays.npz")
-        (tmpdir / "request.json").write_text(json.dumps(req))
 
-        try:
-            proc = subprocess.run(
-                [sys.executable, str(_WORKER), str(tmpdir / "request.json")],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-            )
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr
-            if isinstance(err, bytes):
-                err = err.decode(errors="replace")
-            raise CaffeRuntimeError(
-                _with_log(f"{what} timed out after {timeout:g}s", err or "")
-            ) from None
+def _write_arrays(request: dict, tmpdir: pathlib.Path, inputs, weights) -> None:
+    """Inputs and weights go to the worker as .npz files, keyed by index (blob names may not suit npz keys)."""
+    if inputs:
+        names = list(inputs)
+        np.savez(tmpdir / "inputs.npz", **{f"x{i}": np.ascontiguousarray(inputs[n], dtype=np.float32)
+                                           for i, n in enumerate(names)})
+        request["inputs"] = str(tmpdir / "inputs.npz")
+        request["input_names"] = names
+    if weights:
+        layer_names = list(weights)
+        np.savez(tmpdir / "weights.npz", **{
+            f"w{i}_{j}": np.ascontiguousarray(array, dtype=np.float32)
+            for i, name in enumerate(layer_names) for j, array in enumerate(weights[name])})
+        request["weights"] = str(tmpdir / "weights.npz")
+        request["weight_layers"] = [[name, len(weights[name])] for name in layer_names]
+    request["answer"] = str(tmpdir / "answer.json")
+    request["arrays_out"] = str(tmpdir / "arrays.npz")
+    (tmpdir / "request.json").write_text(json.dumps(request))
 
-        answer_path = tmpdir / "answer.json"
-        answer = json.loads(answer_path.read_text()) if answer_path.is_file() else None
-        if proc.returncode != 0 or answer is None or not answer.get("ok"):
-            if answer and "error" in answer:
-                reason = answer["error"]
-            else:
-                reason = _describe_exit(proc.returncode)
-            message = _with_log(f"{what} failed: {reason}", proc.stderr)
-            if answer and "traceback" in answer:
-                message += f"\n--- worker traceback ---\n{answer['traceback'].rstrip()}"
-            raise CaffeRuntimeError(message)
 
-        with np.load(tmpdir / "arrays.npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
+def _run_worker(request: dict, tmpdir: pathlib.Path, env: dict, what: str, timeout: float):
+    try:
+        return subprocess.run(
+            [sys.executable, str(_WORKER), str(tmpdir / "request.json")],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr
+        if isinstance(err, bytes):
+            err = err.decode(errors="replace")
+        raise CaffeRuntimeError(_with_log(f"{what} timed out after {timeout:g}s", err or "")) from None
+
+
+def _read_answer(proc, tmpdir: pathlib.Path, what: str):
+    """The worker's decoded answer, or a CaffeRuntimeError carrying Caffe's log (a crash, a refusal)."""
+    answer_path = tmpdir / "answer.json"
+    answer = json.loads(answer_path.read_text()) if answer_path.is_file() else None
+    if proc.returncode != 0 or answer is None or not answer.get("ok"):
+        reason = answer["error"] if answer and "error" in answer else _describe_exit(proc.returncode)
+        message = _with_log(f"{what} failed: {reason}", proc.stderr)
+        if answer and "traceback" in answer:
+            message += f"\n--- worker traceback ---\n{answer['traceback'].rstrip()}"
+        raise CaffeRuntimeError(message)
+    with np.load(tmpdir / "arrays.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
     return _decode(answer["value"], arrays)
 
 

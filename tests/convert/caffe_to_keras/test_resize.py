@@ -40,7 +40,7 @@ CASES = [
          layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" output_height: 9 '
                'output_width: 12 }')),
     # ---------------------------------------------------------------- Interp in real Caffe (spelled as
-    # InnerProducts, see keraffe.caffe.spelling) and in OpenCV, which has its own Interp
+    # InnerProducts, see keraffe.passes.bvlc_spelling) and in OpenCV, which has its own Interp
     Case("interp_size_up_caffe", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }")),
     Case("interp_crop_zoom_caffe", inputs(x=(2, 2, 7, 6)),
          layer("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 }")),

@@ -166,7 +166,7 @@ CASES = [
          layer("ArgMax", "argmax_param { axis: 1 top_k: 2 out_max_val: true }")),
     Case("argmax_width_top2", IMAGE, layer("ArgMax", "argmax_param { axis: 3 top_k: 2 }")),
     # ---------------------------------------------------------------- Mul (Synopsys fork, NumPy broadcasting)
-    # Real Caffe gets it as Tile + Eltwise PROD (keraffe.caffe.spelling).
+    # Real Caffe gets it as Tile + Eltwise PROD (keraffe.passes.bvlc_spelling).
     Case("mul_same_shape", inputs(x=(2, 3, 4, 5), s=(2, 3, 4, 5)), layer("Mul", bottoms=("x", "s")),
          check=exactly("Multiply")),
     Case("mul_squeeze_excite", inputs(x=(2, 6, 4, 5), s=(2, 6, 1, 1)), layer("Mul", bottoms=("x", "s"))),

@@ -29,7 +29,7 @@ from keraffe.caffe.net import load_net
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.caffe.prototxt import Dialect, write_prototxt
 from keraffe.caffe.seeded import attach_seeded_weights
-from keraffe.caffe.spelling import bvlc_spelling
+from keraffe.passes.bvlc_spelling import bvlc_spelling
 from keraffe.convert.caffe_to_keras import convert_net
 from keraffe.errors import KeraffeError
 from keraffe.verify import recheck_on_reference_inputs, run_reference, seeded_inputs, verify
@@ -138,7 +138,7 @@ def zoo_outcome(relpath: str) -> tuple[str, str]:
         lines = str(error).splitlines()
         return "not convertible", (lines[1].strip() if len(lines) > 1 else lines[0].split(": ", 1)[-1])
 
-    # Reference runtimes get fork aliases of BVLC layers in BVLC spelling (keraffe.caffe.spelling).
+    # Reference runtimes get fork aliases of BVLC layers in BVLC spelling (keraffe.passes.bvlc_spelling).
     types = {layer.type for layer in bvlc_spelling(net)[0].layer}
     runtime = "caffe" if types <= pycaffe_layer_types() else "opencv"
     inputs = seeded_inputs(net)

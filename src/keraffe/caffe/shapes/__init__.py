@@ -11,6 +11,7 @@ Shapes are tuples in Caffe's own axis order (NCHW for images).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Callable, Sequence
 
 from keraffe.caffe.proto import caffe_pb2 as pb
@@ -93,22 +94,17 @@ _ZERO_OK = frozenset({"Silence"})
 _loaded = False
 
 
+#: The family modules; each registers its rules when imported (on first use, since they import this module).
+FAMILIES = ("activations", "conv", "dense", "detection", "io", "normalization", "pooling", "resize", "tensor_ops")
+
+
 def _load_families() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    from keraffe.caffe.shapes import (  # noqa: F401  (modules register their rules)
-        activations,
-        conv,
-        dense,
-        detection,
-        io,
-        normalization,
-        pooling,
-        resize,
-        tensor_ops,
-    )
+    for family in FAMILIES:
+        importlib.import_module(f"{__name__}.{family}")
 
 
 # ------------------------------------------------------------------ helpers for the rules

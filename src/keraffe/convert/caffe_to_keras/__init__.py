@@ -65,6 +65,7 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
     import keras
 
     from keraffe.convert.caffe_to_keras.context import CaffeToKerasContext, sanitize
+    from keraffe.keras_graph import produced_by
     from keraffe.layout import NHWC, identity
     from keraffe.passes import run_caffe_to_keras_passes
 
@@ -95,10 +96,9 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
         wanted = NHWC if rank == 4 else identity(rank)
         if value.layout != wanted and not value.layout.detections:
             outputs.append(ctx.convert_layout(tensor, wanted))
-            history = outputs[-1]._keras_history
+            operation, call_index, output_index = produced_by(outputs[-1])
             entry = ctx.map[str(tensor)]
-            entry.keras_layer, entry.keras_output, entry.keras_node = (
-                history.operation.name, history.tensor_index, history.node_index)
+            entry.keras_layer, entry.keras_output, entry.keras_node = operation.name, output_index, call_index
             entry.layout = wanted
         else:
             outputs.append(value.tensor)
@@ -106,9 +106,8 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
             if entry.keras_layer is None:
                 # An output that aliases another tensor (Split, Concat of one, Permute): the model's output
                 # is that tensor, so the map must name it for the output to be found.
-                history = value.tensor._keras_history
-                entry.keras_layer, entry.keras_output, entry.keras_node = (
-                    history.operation.name, history.tensor_index, history.node_index)
+                operation, call_index, output_index = produced_by(value.tensor)
+                entry.keras_layer, entry.keras_output, entry.keras_node = operation.name, output_index, call_index
     model = keras.Model(inputs, outputs, name=sanitize(net.name or "caffe_net"))
     ctx.map.inputs = [str(t) for t in net.inputs]
     ctx.map.outputs = [str(t) for t in model_outputs(net)]

@@ -21,6 +21,7 @@ from keraffe.caffe.net import CaffeNet, LayerNode, Tensor
 from keraffe.convert.tensor_map import MapEntry, TensorMap
 from keraffe.errors import ConversionError
 from keraffe.host_memory import initial_value
+from keraffe.keras_graph import produced_by
 from keraffe.layout import NHWC, Layout, default_layout, identity, relative_perm
 
 
@@ -232,9 +233,9 @@ class CaffeToKerasContext:
         caffe_tensor = node.outputs[index]
         layout = layout or default_layout(len(self.net.shapes[caffe_tensor]))
         self.values[caffe_tensor] = KerasValue(tensor, layout)
-        history = tensor._keras_history
-        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, history.operation.name,
-                              history.tensor_index, history.node_index, layout, note))
+        operation, call_index, output_index = produced_by(tensor)
+        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, operation.name, output_index,
+                              call_index, layout, note))
 
     def alias(self, node: LayerNode, index: int, value: KerasValue, note: str) -> None:
         """A top that holds exactly an existing tensor (Split, identity layers at inference)."""

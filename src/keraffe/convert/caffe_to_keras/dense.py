@@ -7,21 +7,7 @@ import numpy as np
 
 from keraffe.caffe.shapes import canonical_axis, count
 from keraffe.convert.caffe_to_keras import caffe_layer
-from keraffe.layout import identity
-
-
-def kernel_rows_to_keras(kernel: np.ndarray, layout, caffe_tail: tuple[int, ...]) -> np.ndarray:
-    """Reorder (K, N) kernel rows from Caffe's flatten order to the Keras tensor's flatten order."""
-    outputs = kernel.shape[1]
-    # Reshaped output-major, the kernel is a free view of Caffe's (N, K) array, and the reorder
-    # makes the only copy; VGG-16's fc6 is 411 MB, so a second one shows in peak memory.
-    if layout.flattened_from is not None:
-        c, h, w = layout.flattened_from
-        blocks, keras_order = kernel.T.reshape(outputs, c, h, w), [2, 3, 1, 0]
-    else:
-        blocks = kernel.T.reshape((outputs,) + tuple(caffe_tail))
-        keras_order = list(layout.perm[1:]) + [0]
-    return np.ascontiguousarray(blocks.transpose(keras_order).reshape(-1, outputs))
+from keraffe.layout import dense_rows_caffe_to_keras, identity
 
 
 @caffe_layer("InnerProduct")
@@ -42,7 +28,7 @@ def inner_product(ctx, node):
         if value.layout.rank > 2:
             x = keras.layers.Flatten(name=ctx.helper_name(node, "flatten"))(x)
         if kernel is not None and not value.layout.is_identity:
-            kernel = kernel_rows_to_keras(kernel, value.layout, in_shape[1:])
+            kernel = dense_rows_caffe_to_keras(kernel, value.layout, in_shape[1:])
     else:
         x = ctx.input(node, 0, identity(len(in_shape)))
         if axis != len(in_shape) - 1:

@@ -136,7 +136,7 @@ def _learned_affine(ctx, node, *, scale_weight, bias_weight, axis, num_axes, use
         for weight, used in ((scale_weight, use_scale), (bias_weight, use_bias)):
             if used:
                 full = np.asarray(weight, np.float32).reshape([1] * axis + list(covered) + [1] * (rank - axis - num_axes))
-                arrays.append(np.ascontiguousarray(np.transpose(full, value.layout.perm)[0]))
+                arrays.append(np.ascontiguousarray(value.layout.axes_to_keras(full)[0]))
         ctx.set_weights(node, layer, arrays)
     ctx.emit(node, 0, y, value.layout)
 

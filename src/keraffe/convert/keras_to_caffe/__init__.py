@@ -1,10 +1,12 @@
 """Keras 3 -> Caffe: write a Caffe net that computes exactly what a Keras model computes.
 
 Each Keras layer class has one handler, registered with :func:`keras_layer` in
-the module of its family. :func:`convert_model` walks the model's graph (nested
-models inlined, shared layers once per call), checks up front that every layer
-has a handler and that each one can be expressed exactly for the target, and
-lists everything that cannot in one error.
+the module of its family. :func:`convert_model` reads the model's graph through
+:mod:`keraffe.keras_graph` (nested models inlined, shared layers once per
+call), checks up front that every layer has a handler, runs each handler, then
+the Keras -> Caffe passes (:mod:`keraffe.passes`) that make the net fit Caffe
+1.0 (zero padding folded into the next layer, Keras' pooling windows placed in
+Caffe's), and lists everything that cannot be exact in one error.
 """
 
 from __future__ import annotations
@@ -40,41 +42,6 @@ class CaffeExport:
     target: str
 
 
-def walk(model):
-    """Yield (operation, node) for every layer call in execution order, nested models inlined."""
-    from keras.src.models.functional import Functional
-
-    graph = _functional_of(model)
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            if not node.operation or node.is_input:
-                continue
-            if isinstance(node.operation, Functional) or type(node.operation).__name__ == "Sequential":
-                yield ("enter", node.operation, node)
-                yield from walk(node.operation)
-                yield ("leave", node.operation, node)
-            else:
-                yield ("call", node.operation, node)
-
-
-def _functional_of(model):
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise ConversionError(
-                f"the Sequential model '{model.name}' has not been built; give it an Input or call build() first"
-            )
-        return functional
-    if not hasattr(model, "_nodes_by_depth"):
-        raise ConversionError(
-            f"'{model.name}' is a subclassed Keras model; only functional and Sequential models have a graph "
-            "keraffe can read"
-        )
-    return model
-
-
 def operation_kind(operation) -> str:
     """The registry key of a Keras operation: a layer's class name, or "ops.<Class>" for a keras.ops call.
 
@@ -88,16 +55,21 @@ def operation_kind(operation) -> str:
     return name if isinstance(operation, keras.layers.Layer) else f"ops.{name}"
 
 
-def check_supported(model, target) -> None:
-    """One error listing every layer class without a handler, and every layer the target cannot express."""
+def layer_calls(model):
+    """The layer calls :func:`convert_model` converts (nested models inlined)."""
+    from keraffe.keras_graph import walk
+
+    return [event.call for event in walk(model) if event.kind == "call"]
+
+
+def check_supported(model, target=None) -> None:
+    """One error listing every layer class without a handler."""
     load_handlers()
     missing: dict[str, list[str]] = {}
-    for event, operation, _node in walk(model):
-        if event != "call":
-            continue
-        kind = operation_kind(operation)
+    for call in layer_calls(model):
+        kind = operation_kind(call.operation)
         if kind not in HANDLERS:
-            missing.setdefault(kind, []).append(operation.name)
+            missing.setdefault(kind, []).append(call.operation.name)
     if missing:
         lines = [f"cannot convert {len(missing)} Keras layer class(es) to Caffe:"]
         for kind, names in sorted(missing.items()):
@@ -111,68 +83,96 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
     """Convert an in-memory Keras model into a Caffe net for ``target`` (caffe1, caffe or opencv)."""
     from keraffe.convert.keras_to_caffe.context import KerasToCaffeContext
     from keraffe.convert.keras_to_caffe.targets import get_target
+    from keraffe.passes import run_keras_to_caffe_passes
 
     load_handlers()
     chosen = get_target(target)
     try:
-        check_supported(model, chosen)
+        check_supported(model)
         unsupported = None
     except UnsupportedLayerError as error:
         # Still convert the rest, so one error lists these classes and every layer that cannot be exact.
         unsupported = error
     ctx = KerasToCaffeContext(chosen, batch_size)
     ctx.net.name = model.name
-    sequence_model = any(operation_kind(op) in ONE_D_LAYERS for event, op, _ in walk(model) if event == "call")
-    for tensor in model.inputs:
-        _add_input(ctx, tensor, sequence_model)
-    input_blobs = {ctx.value(t).blob for t in model.inputs}
-    problems: list[str] = []
-    failed: set[int] = set()  # outputs of failed layers: their consumers are skipped, not reported again
-    stack = []
-    for event, operation, node in walk(model):
-        if event == "enter":
-            inner = _functional_of(operation)
-            for outer, inner_input in zip(node.input_tensors, inner.inputs):
-                if id(outer) in failed:  # a refused layer feeds the nested model: its layers are skipped too
-                    failed.add(id(inner_input))
-                else:
-                    failed.discard(id(inner_input))
-                    ctx.alias(inner_input, ctx.value(outer, allow_pending=True))
-            stack.append((operation, node))
-            continue
-        if event == "leave":
-            inner = _functional_of(operation)
-            # The user's own model inside with_input_shape's wrapper keeps its layers' names in the map.
-            unwrapped = len(stack) == 1 and operation.name == getattr(model, "_keraffe_wraps", None)
-            for index, (outer, inner_output) in enumerate(zip(node.outputs, inner.outputs)):
-                if id(inner_output) in failed:
-                    failed.add(id(outer))
-                else:
-                    value = ctx.value(inner_output, allow_pending=True)
-                    ctx.alias(outer, value)
-                    if not unwrapped:
-                        _record_nested_output(ctx, operation, node, index, value, input_blobs)
-            stack.pop()
-            continue
-        if any(id(t) in failed for t in node.input_tensors) or operation_kind(operation) not in HANDLERS:
-            failed.update(id(t) for t in node.outputs)
-            continue
-        try:
-            HANDLERS.get(operation_kind(operation))(ctx, operation, node)
-        except ConversionError as error:
-            problem = f"  {operation.name} ({operation_kind(operation)}): {error}"
-            if problem not in problems:  # a nested model called twice refuses its layer once
-                problems.append(problem)
-            failed.update(id(t) for t in node.outputs)
-    if unsupported is not None or problems:
-        parts = [str(unsupported)] if unsupported is not None else []
-        if problems:
-            parts.append(f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n"
-                         + "\n".join(problems))
-        raise (UnsupportedLayerError if unsupported is not None else ConversionError)("\n".join(parts))
-    ctx.map.inputs = [ctx.value(t).blob for t in model.inputs]
-    ctx.map.outputs = [ctx.value(t).blob for t in model.outputs]
+    _add_inputs(ctx, model)
+    problems = _convert_graph(ctx, model)
+    if not problems and unsupported is None:
+        ctx.map.inputs = [ctx.value(t).blob for t in model.inputs]
+        ctx.map.outputs = [ctx.value(t).blob for t in model.outputs]
+    for layer_name, error in run_keras_to_caffe_passes(ctx):
+        operation = ctx.origin[layer_name]
+        problems.append(f"  {operation.name} ({operation_kind(operation)}): {error}")
+    _raise_if_inexact(unsupported, problems, target)
     return CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
+
+
+def _convert_graph(ctx, model) -> list[str]:
+    """Run every layer call's handler; returns the problems, one line per layer that cannot be exact.
+
+    A layer that fails (or has no handler) marks its outputs failed: the layers
+    they feed are skipped rather than reported again.
+    """
+    from keraffe.keras_graph import walk
+
+    problems: list[str] = []
+    failed: set[int] = set()
+    input_blobs = {ctx.value(t).blob for t in model.inputs}
+    depth = 0
+    for event in walk(model):
+        call = event.call
+        if event.kind == "enter":
+            _enter_graph(ctx, call, event.graph, failed)
+            depth += 1
+        elif event.kind == "leave":
+            depth -= 1
+            # The user's own model inside with_input_shape's wrapper keeps its layers' names in the map.
+            unwrapped = depth == 0 and call.operation.name == getattr(model, "_keraffe_wraps", None)
+            _leave_graph(ctx, call, event.graph, failed, None if unwrapped else input_blobs)
+        elif any(id(t) in failed for t in call.inputs) or operation_kind(call.operation) not in HANDLERS:
+            failed.update(id(t) for t in call.outputs)
+        else:
+            ctx.operation = call.operation
+            try:
+                HANDLERS.get(operation_kind(call.operation))(ctx, call.operation, call)
+            except ConversionError as error:
+                problem = f"  {call.operation.name} ({operation_kind(call.operation)}): {error}"
+                if problem not in problems:  # a nested model called twice refuses its layer once
+                    problems.append(problem)
+                failed.update(id(t) for t in call.outputs)
+    return problems
+
+
+def _enter_graph(ctx, call, graph, failed: set[int]) -> None:
+    """The inlined graph's inputs hold the values of the call's inputs."""
+    for outer, inner_input in zip(call.inputs, graph.inputs):
+        if id(outer) in failed:  # a refused layer feeds the nested graph: its layers are skipped too
+            failed.add(id(inner_input))
+        else:
+            failed.discard(id(inner_input))
+            ctx.alias(inner_input, ctx.value(outer, allow_pending=True))
+
+
+def _leave_graph(ctx, call, graph, failed: set[int], input_blobs) -> None:
+    """The call's outputs hold the inlined graph's outputs; the tensor map names the call, not the inner layer."""
+    for index, (outer, inner_output) in enumerate(zip(call.outputs, graph.outputs)):
+        if id(inner_output) in failed:
+            failed.add(id(outer))
+            continue
+        value = ctx.value(inner_output, allow_pending=True)
+        ctx.alias(outer, value)
+        if input_blobs is not None:
+            _record_nested_output(ctx, call, index, value, input_blobs)
+
+
+def _raise_if_inexact(unsupported, problems: list[str], target: str) -> None:
+    if unsupported is None and not problems:
+        return
+    parts = [str(unsupported)] if unsupported is not None else []
+    if problems:
+        parts.append(f"{len(problems)} Keras layer(s) cannot be expressed exactly for target '{target}':\n"
+                     + "\n".join(problems))
+    raise (UnsupportedLayerError if unsupported is not None else ConversionError)("\n".join(parts))
 
 
 #: Layers over (N, L, C) sequences; models with them keep rank-3 inputs as Caffe (N, C, L) blobs.
@@ -180,38 +180,69 @@ ONE_D_LAYERS = frozenset({"Conv1D", "MaxPooling1D", "AveragePooling1D", "GlobalA
                           "GlobalMaxPooling1D"})
 
 
-def _record_nested_output(ctx, operation, node, index, value, input_blobs) -> None:
+def _record_nested_output(ctx, call, index, value, input_blobs) -> None:
     """Map the blob of a nested model's output to that call of the nested model, not to its inner layer.
 
     The inner layer's tensor is not in the outer model's graph; the nested
     model's call is, so a verifier can read the blob from the outer model (an
     outer nesting level, left later, overwrites an inner one).
     """
-    import dataclasses
-
     entry = ctx.map.entries.get(value.blob)
-    if entry is None or value.pending_padding or value.blob in input_blobs:
+    if entry is None or ctx.is_padding(value) or value.blob in input_blobs:
         return
-    node_index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
-    ctx.map.add(dataclasses.replace(entry, keras_layer=operation.name, keras_output=index, keras_node=node_index))
+    ctx.map.add(dataclasses.replace(entry, keras_layer=call.operation.name, keras_output=index,
+                                    keras_node=call.index))
 
 
-def _add_input(ctx, tensor, sequence_model: bool = False) -> None:
+def _add_inputs(ctx, model) -> None:
+    """One Caffe Input layer per model input, in the layout the model's layers expect."""
+    from keraffe.keras_graph import first_call, produced_by
     from keraffe.layout import NLC, default_layout
 
-    operation = tensor._keras_history.operation
-    layout = NLC if sequence_model and len(tensor.shape) == 3 else default_layout(len(tensor.shape))
-    if any(d is None for d in tensor.shape[1:]):
-        raise ConversionError(
-            f"input '{operation.name}' has shape {tuple(tensor.shape)} with unknown sizes; Caffe nets have fixed "
-            "shapes: give the model a fixed input shape (or pass --input-shape)"
-        )
-    name = ctx.unique(operation.name)
-    shape = ctx.caffe_shape(tensor, layout)
-    layer = ctx.add("Input", name, [], [name])
-    layer.input_param.shape.add().dim.extend(shape)
-    node = operation._inbound_nodes[0]
-    ctx.emit(operation, node, 0, tensor, name, layout)
+    sequence_model = any(operation_kind(call.operation) in ONE_D_LAYERS for call in layer_calls(model))
+    for tensor in model.inputs:
+        operation = produced_by(tensor)[0]
+        layout = NLC if sequence_model and len(tensor.shape) == 3 else default_layout(len(tensor.shape))
+        if any(d is None for d in tensor.shape[1:]):
+            raise ConversionError(
+                f"input '{operation.name}' has shape {tuple(tensor.shape)} with unknown sizes; Caffe nets have "
+                "fixed shapes: give the model a fixed input shape (or pass --input-shape)"
+            )
+        name = ctx.unique(operation.name)
+        shape = ctx.caffe_shape(tensor, layout)
+        layer = ctx.add("Input", name, [], [name])
+        layer.input_param.shape.add().dim.extend(shape)
+        ctx.emit(operation, first_call(operation), 0, tensor, name, layout)
+
+
+def export_files(model, prototxt, caffemodel=None, target: str = "caffe1", batch_size: int = 1,
+                 source=None) -> CaffeExport:
+    """Convert ``model`` and write the prototxt, the caffemodel (next to it unless given) and the tensor map.
+
+    Nothing is written unless the whole conversion succeeds, each file
+    atomically, and no output may be ``source``, the file the model came from.
+    """
+    from pathlib import Path
+
+    from keraffe.caffe.caffemodel import write_caffemodel
+    from keraffe.caffe.prototxt import write_prototxt
+    from keraffe.convert.keras_to_caffe.targets import get_target
+    from keraffe.convert.tensor_map import recorded_map_path, write_recorded_map
+    from keraffe.files import refuse_overwriting_input
+
+    prototxt = Path(prototxt)
+    caffemodel = Path(caffemodel) if caffemodel else prototxt.with_suffix(".caffemodel")
+    refuse_overwriting_input(prototxt, source)
+    refuse_overwriting_input(caffemodel, source, prototxt)
+    refuse_overwriting_input(recorded_map_path(prototxt), source, prototxt, caffemodel)
+    export = convert_model(model, target, batch_size=batch_size)
+    header = (f"Converted from Keras model '{model.name}' by keraffe for target '{target}' "
+              f"({get_target(target).description}).")
+    write_caffemodel(caffemodel, export.net, export.weights)
+    write_prototxt(prototxt, export.net, get_target(target).dialect, header)
+    write_recorded_map(prototxt, export.tensor_map)
+    export.prototxt, export.caffemodel = prototxt, caffemodel
+    return export
 
 
 def with_input_shape(model, input_shape):
@@ -227,16 +258,3 @@ def with_input_shape(model, input_shape):
     # convert_model maps the blobs to the wrapped model's layers, which the caller has, not to the wrapper's call.
     wrapper._keraffe_wraps = model.name
     return wrapper, shape[0]
-
-
-def tensor_map_from_model(model, net):
-    """The tensor map of converting ``model`` again, if its Caffe names match ``net`` (else None)."""
-    for target in ("caffe1", "caffe", "opencv"):
-        try:
-            export = convert_model(model, target)
-        except (ConversionError, UnsupportedLayerError):
-            continue
-        tops = {t for n in net.layers for t in (o.blob for o in n.outputs)}
-        if all(e.caffe_blob in tops for e in export.tensor_map.entries.values()):
-            return export.tensor_map
-    return None

@@ -102,62 +102,70 @@ class ActivationBuilder:
 
     def build(self, name: str, config: dict | None = None) -> str | None:
         """Add the layers; return the top (None when the activation is the identity)."""
-        config = config or {}
-        bottom = self.bottom
         if name == "linear":
             return None
-        if name == "relu":
-            return self.simple("ReLU", bottom, "relu", final=True)
-        if name == "relu6":
-            return self.relu6(bottom, "relu6", final=True)
-        if name == "leaky_relu":
-            layer = self._layer("ReLU", "leaky_relu", [bottom], final=True)
-            layer.relu_param.negative_slope = config.get("negative_slope", 0.2)
-            return layer.top[0]
-        if name == "elu":
-            return self.simple("ELU", bottom, "elu", final=True)
-        if name == "selu":
-            layer = self._layer("ELU", "elu", [bottom])
-            layer.elu_param.alpha = SELU_ALPHA
-            return self.power(layer.top[0], "selu", final=True, scale=SELU_SCALE)
-        if name == "sigmoid":
-            return self.simple("Sigmoid", bottom, "sigmoid", final=True)
-        if name == "tanh":
-            return self.simple("TanH", bottom, "tanh", final=True)
-        if name == "softplus":
-            return self.simple("BNLL", bottom, "softplus", final=True)
-        if name == "exponential":
-            return self.simple("Exp", bottom, "exp", final=True)
-        if name == "softmax":
-            layer = self._layer("Softmax", "softmax", [bottom], final=True)
-            if self.softmax_axis != 1:
-                layer.softmax_param.axis = self.softmax_axis
-            return layer.top[0]
-        if name == "hard_sigmoid":
-            return self.hard_sigmoid(bottom, "hard_sigmoid", final=True)
-        if name == "hard_silu":
-            gate = self.hard_sigmoid(bottom, "hard_sigmoid")
-            return self.product(bottom, gate, "hard_silu", final=True)
-        if name == "silu":
-            if self.ctx.target.allows("Swish"):
-                return self.simple("Swish", bottom, "silu", final=True)
-            gate = self.simple("Sigmoid", bottom, "sigmoid")
-            return self.product(bottom, gate, "silu", final=True)
-        if name == "softsign":
-            magnitude = self.simple("AbsVal", bottom, "abs")
-            inverse = self.power(magnitude, "inverse", power=-1.0, shift=1.0)
-            return self.product(bottom, inverse, "softsign", final=True)
-        if name == "mish":
-            soft = self.simple("BNLL", bottom, "softplus")
-            gate = self.simple("TanH", soft, "tanh")
-            return self.product(bottom, gate, "mish", final=True)
-        raise ConversionError(
-            f"activation '{name}' has no exact Caffe form (Caffe has no erf, no arbitrary elementwise code); "
-            "keraffe refuses to approximate it"
-        )
+        if name in _SINGLE_LAYER:
+            type_name, part = _SINGLE_LAYER[name]
+            return self.simple(type_name, self.bottom, part, final=True)
+        build = getattr(self, f"_build_{name}", None)
+        if build is None:
+            raise ConversionError(
+                f"activation '{name}' has no exact Caffe form (Caffe has no erf, no arbitrary elementwise code); "
+                "keraffe refuses to approximate it"
+            )
+        return build(self.bottom, config or {})
+
+    # One method per activation that takes more than one Caffe layer or a parameter.
+
+    def _build_relu6(self, bottom, config):
+        return self.relu6(bottom, "relu6", final=True)
+
+    def _build_leaky_relu(self, bottom, config):
+        layer = self._layer("ReLU", "leaky_relu", [bottom], final=True)
+        layer.relu_param.negative_slope = config.get("negative_slope", 0.2)
+        return layer.top[0]
+
+    def _build_selu(self, bottom, config):
+        layer = self._layer("ELU", "elu", [bottom])
+        layer.elu_param.alpha = SELU_ALPHA
+        return self.power(layer.top[0], "selu", final=True, scale=SELU_SCALE)
+
+    def _build_softmax(self, bottom, config):
+        layer = self._layer("Softmax", "softmax", [bottom], final=True)
+        if self.softmax_axis != 1:
+            layer.softmax_param.axis = self.softmax_axis
+        return layer.top[0]
+
+    def _build_hard_sigmoid(self, bottom, config):
+        return self.hard_sigmoid(bottom, "hard_sigmoid", final=True)
+
+    def _build_hard_silu(self, bottom, config):
+        gate = self.hard_sigmoid(bottom, "hard_sigmoid")
+        return self.product(bottom, gate, "hard_silu", final=True)
+
+    def _build_silu(self, bottom, config):
+        if self.ctx.target.allows("Swish"):
+            return self.simple("Swish", bottom, "silu", final=True)
+        gate = self.simple("Sigmoid", bottom, "sigmoid")
+        return self.product(bottom, gate, "silu", final=True)
+
+    def _build_softsign(self, bottom, config):
+        magnitude = self.simple("AbsVal", bottom, "abs")
+        inverse = self.power(magnitude, "inverse", power=-1.0, shift=1.0)
+        return self.product(bottom, inverse, "softsign", final=True)
+
+    def _build_mish(self, bottom, config):
+        soft = self.simple("BNLL", bottom, "softplus")
+        gate = self.simple("TanH", soft, "tanh")
+        return self.product(bottom, gate, "mish", final=True)
 
 
-def emit_activation(ctx, operation, node, keras_tensor, base: str, bottom_value, name: str, config=None,
+#: Activations that are one Caffe layer with no parameter: Keras name -> (Caffe type, the layer's name part).
+_SINGLE_LAYER = {"relu": ("ReLU", "relu"), "elu": ("ELU", "elu"), "sigmoid": ("Sigmoid", "sigmoid"),
+                 "tanh": ("TanH", "tanh"), "softplus": ("BNLL", "softplus"), "exponential": ("Exp", "exp")}
+
+
+def emit_activation(ctx, operation, call, keras_tensor, base: str, bottom_value, name: str, config=None,
                     softmax_axis: int | None = None, standalone: bool = True):
     """Emit an activation and record the Keras output it computes; returns the value.
 
@@ -176,7 +184,7 @@ def emit_activation(ctx, operation, node, keras_tensor, base: str, bottom_value,
         return value
     if len(builder.layers) > 1:
         ctx.note(operation, builder.layers, f"{name} built from Caffe {'/'.join(sorted(set(builder.layers)))}")
-    return ctx.emit(operation, node, 0, keras_tensor, top, bottom_value.layout, non_negative=name in NON_NEGATIVE)
+    return ctx.emit(operation, call, 0, keras_tensor, top, bottom_value.layout, non_negative=name in NON_NEGATIVE)
 
 
 def _channel_axis(value) -> int:
@@ -187,31 +195,31 @@ def _channel_axis(value) -> int:
 
 
 @keras_layer("Activation")
-def activation(ctx, operation, node):
+def activation(ctx, operation, call):
     name = activation_name(operation.activation)
-    value = ctx.value(node.input_tensors[0])
-    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, name)
+    value = ctx.value(call.inputs[0])
+    emit_activation(ctx, operation, call, call.outputs[0], ctx.layer_name(operation, call), value, name)
 
 
 @keras_layer("ReLU")
-def relu_layer(ctx, operation, node):
+def relu_layer(ctx, operation, call):
     """Keras' ReLU: x where x > threshold (else 0), clipped to max_value, minus slope * ReLU(threshold - x).
 
     With a threshold the kept values jump from 0 to the threshold, which no
     sum of ReLUs gives: Caffe's Threshold layer makes the 0/1 mask (x > t, as
     Keras compares) and an Eltwise product applies it.
     """
-    value = ctx.value(node.input_tensors[0])
-    base = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    base = ctx.layer_name(operation, call)
     max_value = operation.max_value
     slope = float(operation.negative_slope)
     threshold = float(operation.threshold)
-    out = node.outputs[0]
+    out = call.outputs[0]
     if threshold == 0.0 and slope == 0.0 and max_value is None:
-        emit_activation(ctx, operation, node, out, base, value, "relu")
+        emit_activation(ctx, operation, call, out, base, value, "relu")
         return
     if threshold == 0.0 and slope == 0.0 and float(max_value) == 6.0:
-        emit_activation(ctx, operation, node, out, base, value, "relu6")
+        emit_activation(ctx, operation, call, out, base, value, "relu6")
         return
     builder = ActivationBuilder(ctx, base, value.blob, base, final_name=base)
     if threshold == 0.0:
@@ -234,28 +242,28 @@ def relu_layer(ctx, operation, node):
             leak.eltwise_param.coeff.extend([1.0, -slope])
             top = leak.top[0]
     ctx.note(operation, builder.layers, "ReLU with threshold/max_value/negative_slope built from Caffe 1.0 layers")
-    ctx.emit(operation, node, 0, out, top, value.layout, non_negative=slope == 0.0)
+    ctx.emit(operation, call, 0, out, top, value.layout, non_negative=slope == 0.0)
 
 
 @keras_layer("LeakyReLU")
-def leaky_relu(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, "leaky_relu",
+def leaky_relu(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    emit_activation(ctx, operation, call, call.outputs[0], ctx.layer_name(operation, call), value, "leaky_relu",
                     {"negative_slope": float(operation.negative_slope)})
 
 
 @keras_layer("ELU")
-def elu(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def elu(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("ELU", name, [value.blob])
     layer.elu_param.alpha = float(operation.alpha)
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 @keras_layer("Softmax")
-def softmax(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
+def softmax(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
     axis = operation.axis
     if isinstance(axis, (list, tuple)):
         if len(axis) != 1:
@@ -263,12 +271,12 @@ def softmax(ctx, operation, node):
         axis = axis[0]
     rank = len(value.shape)
     caffe_axis = value.layout.perm[axis % rank] if value.layout.flattened_from is None else 1
-    emit_activation(ctx, operation, node, node.outputs[0], ctx.layer_name(operation, node), value, "softmax",
+    emit_activation(ctx, operation, call, call.outputs[0], ctx.layer_name(operation, call), value, "softmax",
                     softmax_axis=caffe_axis)
 
 
 @keras_layer("PReLU")
-def prelu(ctx, operation, node):
+def prelu(ctx, operation, call):
     """Caffe's PReLU per channel or shared; any other sharing as a PReLU per element of the flattened blob.
 
     Keras' default PReLU has one alpha per element. Reshaped to (N, C*H*W),
@@ -276,8 +284,8 @@ def prelu(ctx, operation, node):
     alphas in Caffe's order computes it exactly; a second Reshape restores the
     blob's shape.
     """
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     alpha = weight_array(operation.alpha)
     rank = len(value.shape)
     keras_channel = rank - 1
@@ -290,7 +298,7 @@ def prelu(ctx, operation, node):
         ctx.add("PReLU", name, [value.blob])
         ctx.weights[name] = [alpha.reshape(-1)]
     else:
-        keras_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
+        keras_shape = tuple(int(d) for d in call.inputs[0].shape[1:])
         per_element = value.layout.to_caffe(np.broadcast_to(alpha, keras_shape)[None])[0]
         bottom = value.blob
         if rank > 2:
@@ -305,4 +313,4 @@ def prelu(ctx, operation, node):
             back.reshape_param.shape.dim.extend((0,) + tuple(value.shape[1:]))
             ctx.note(operation, ["Reshape", "PReLU", "Reshape"],
                      f"PReLU with shared_axes {sorted(shared)}: one Caffe channel per element")
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)

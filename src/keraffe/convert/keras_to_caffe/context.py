@@ -1,7 +1,7 @@
 """The state of one Keras -> Caffe conversion: the net being written, blobs, layouts, the report.
 
 Handlers (one per Keras layer class, in the family modules of this package)
-receive this context, the Keras operation and its call node. They read each
+receive this context, the Keras operation and its call call. They read each
 input as a Caffe blob in the layout they need, add Caffe layers (named after
 the Keras layer, so the weights carry over by name), and record the Caffe
 blob that holds each Keras output.
@@ -9,6 +9,7 @@ blob that holds each Keras output.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -17,7 +18,7 @@ from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.convert.keras_to_caffe.targets import Target
 from keraffe.convert.tensor_map import MapEntry, TensorMap
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC, Layout, default_layout, identity
+from keraffe.layout import NHWC, Layout, caffe_permute_order, default_layout, identity
 
 
 @dataclasses.dataclass
@@ -31,9 +32,6 @@ class CaffeValue:
     #: True when every value is >= 0 (after ReLU and the like), which lets
     #: zero padding before MAX pooling fold into Caffe's pooling exactly.
     non_negative: bool = False
-    #: ZeroPadding2D not yet applied, ((top, bottom), (left, right)): Caffe 1.0
-    #: has no padding layer, so the next convolution or pooling absorbs it.
-    pending_padding: tuple | None = None
 
 
 @dataclasses.dataclass
@@ -55,9 +53,17 @@ class KerasToCaffeContext:
         self.values: dict[int, tuple[object, CaffeValue]] = {}
         self.map = TensorMap()
         self.report: list[Legalisation] = []
+        #: Each blob's Caffe shape, and the blobs whose values are all >= 0 (what passes need to know).
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.non_negative: set[str] = set()
+        #: The Keras operation whose handler added each Caffe layer (passes report in its name).
+        self.origin: dict[str, object] = {}
+        #: Draft zero padding layers by their top blob.
+        self.padding_layers: dict[str, pb.LayerParameter] = {}
+        #: The operation whose handler runs now.
+        self.operation = None
         self._names: set[str] = set()
         self._converted: dict[tuple[str, Layout], str] = {}
-        self._layer_types_of: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ names
 
@@ -69,10 +75,9 @@ class KerasToCaffeContext:
         self._names.add(name)
         return name
 
-    def layer_name(self, operation, node) -> str:
+    def layer_name(self, operation, call) -> str:
         """The Caffe name for a Keras layer's call: its name, suffixed for a shared layer's later calls."""
-        index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
-        return self.unique(operation.name if index == 0 else f"{operation.name}_{index}")
+        return self.unique(operation.name if call.index == 0 else f"{operation.name}_{call.index}")
 
     # ------------------------------------------------------------------ layers
 
@@ -81,15 +86,44 @@ class KerasToCaffeContext:
             raise ConversionError(
                 f"a {type_name} layer is needed for '{name}', and target '{self.target.name}' has no {type_name}"
             )
+        return self.add_draft(type_name, name, bottoms, tops, weights)
+
+    def add_draft(self, type_name: str, name: str, bottoms, tops=None, weights=None) -> pb.LayerParameter:
+        """A layer of any type, the target unchecked: a draft layer (``keraffe.*``) that a pass rewrites."""
         layer = self.net.layer.add(name=name, type=type_name)
         layer.bottom.extend(bottoms)
         layer.top.extend(tops if tops is not None else [name])
         if weights is not None:
             self.weights[name] = [np.ascontiguousarray(w, dtype=np.float32) for w in weights]
+        if self.operation is not None:
+            self.origin[name] = self.operation
         return layer
 
     def note(self, operation, caffe_layers: list[str], note: str) -> None:
         self.report.append(Legalisation(operation.name, type(operation).__name__, caffe_layers, note))
+
+    def note_layer(self, layer_name: str, caffe_layers: list[str], note: str) -> None:
+        """A note for the Keras layer whose handler added Caffe layer ``layer_name`` (passes note this way)."""
+        self.note(self.origin[layer_name], caffe_layers, note)
+
+    @contextlib.contextmanager
+    def rewriting(self):
+        """For a pass: the net's layers as copies, the net emptied; the pass adds new layers or keeps each in turn."""
+        layers = []
+        for layer in self.net.layer:
+            copy = pb.LayerParameter()
+            copy.CopyFrom(layer)
+            layers.append(copy)
+        del self.net.layer[:]
+        saved = self.operation
+        try:
+            yield layers
+        finally:
+            self.operation = saved
+
+    def keep(self, layer: pb.LayerParameter) -> None:
+        """Put a layer back, unchanged or changed in place, where a pass reached it."""
+        self.net.layer.add().CopyFrom(layer)
 
     def caffe_types(self, first_layer_index: int) -> list[str]:
         return [layer.type for layer in self.net.layer[first_layer_index:]]
@@ -97,20 +131,16 @@ class KerasToCaffeContext:
     # ------------------------------------------------------------------ values
 
     def caffe_shape(self, keras_tensor, layout: Layout) -> tuple[int, ...]:
-        keras_shape = tuple(self.batch_size if d is None else int(d) for d in keras_tensor.shape)
-        shape = [0] * len(keras_shape)
-        for keras_axis, caffe_axis in enumerate(layout.perm):
-            shape[caffe_axis] = keras_shape[keras_axis]
-        if layout.flattened_from is not None:
-            return (keras_shape[0], int(np.prod(layout.flattened_from)))
-        return tuple(shape)
+        """The Caffe shape of a Keras tensor held in ``layout`` (an open batch axis is the export's batch size)."""
+        return layout.caffe_shape(tuple(self.batch_size if d is None else int(d) for d in keras_tensor.shape))
 
     def value(self, keras_tensor, allow_pending: bool = False) -> CaffeValue:
+        """The value of a Keras tensor; ``allow_pending`` for readers that absorb zero padding (conv, pooling)."""
         try:
             value = self.values[id(keras_tensor)][1]
         except KeyError:
             raise ConversionError(f"tensor {keras_tensor.name} is used before it is computed") from None
-        if value.pending_padding and not allow_pending:
+        if not allow_pending and self.is_padding(value):
             raise ConversionError(
                 "zero padding (ZeroPadding2D) feeds a layer other than a convolution or pooling; Caffe 1.0 has no "
                 "padding layer, so only those can absorb it"
@@ -119,15 +149,38 @@ class KerasToCaffeContext:
 
     def set_value(self, keras_tensor, value: CaffeValue) -> None:
         self.values[id(keras_tensor)] = (keras_tensor, value)
+        self.shapes[value.blob] = tuple(value.shape)
+        if value.non_negative:
+            self.non_negative.add(value.blob)
 
-    def emit(self, operation, node, index: int, keras_tensor, blob: str, layout: Layout | None = None,
+    # ------------------------------------------------------------------ zero padding
+
+    #: The draft layer type of ZeroPadding2D (and of Cropping2D after it): Caffe 1.0 has no padding layer,
+    #: so :mod:`keraffe.passes.absorb_zero_padding` folds it into the convolutions and poolings that read it.
+    ZERO_PADDING = "keraffe.ZeroPadding"
+
+    def is_padding(self, value: CaffeValue) -> bool:
+        """Whether the value is zero padding that no Caffe layer has applied yet."""
+        return value.blob in self.padding_layers
+
+    def zero_pad(self, name: str, value: CaffeValue, pads, shape) -> CaffeValue:
+        """A draft layer padding an NCHW blob with zeros, ((top, bottom), (left, right)); negative ones crop."""
+        top = self.unique(f"{name}/zero_padded")
+        layer = self.add_draft(self.ZERO_PADDING, top, [value.blob], [top])
+        param = layer.pad_param
+        (param.pad_u, param.pad_d), (param.pad_l, param.pad_r) = pads
+        self.padding_layers[top] = pb.LayerParameter()
+        self.padding_layers[top].CopyFrom(layer)
+        self.shapes[top] = tuple(shape)
+        return CaffeValue(top, value.layout, tuple(shape), value.non_negative)
+
+    def emit(self, operation, call, index: int, keras_tensor, blob: str, layout: Layout | None = None,
              producer: str | None = None, non_negative: bool = False, note: str = "") -> CaffeValue:
         """Record that Caffe blob ``blob`` holds output ``index`` of a Keras layer call."""
         layout = layout or default_layout(len(keras_tensor.shape))
         value = CaffeValue(blob, layout, self.caffe_shape(keras_tensor, layout), non_negative)
         self.set_value(keras_tensor, value)
-        node_index = operation._inbound_nodes.index(node) if node in operation._inbound_nodes else 0
-        self.map.add(MapEntry(blob, blob, producer or blob, operation.name, index, node_index, layout, note))
+        self.map.add(MapEntry(blob, blob, producer or blob, operation.name, index, call.index, layout, note))
         return value
 
     def alias(self, keras_tensor, value: CaffeValue) -> None:
@@ -151,7 +204,7 @@ class KerasToCaffeContext:
             reshape = self.add("Reshape", image, [value.blob])
             reshape.reshape_param.shape.dim.extend([0, h, w, c])
             nchw = self.unique(f"{name}/nchw")
-            self._permute(nchw, image, (0, 3, 1, 2), hint)
+            self._permute(nchw, image, caffe_permute_order(identity(4), NHWC), hint)
             flat = self.add("Flatten", name, [nchw])
             result = flat.top[0]
         elif value.layout.flattened_from is not None:
@@ -161,13 +214,13 @@ class KerasToCaffeContext:
             image = self.unique(f"{name}/image")
             reshape = self.add("Reshape", image, [value.blob])
             reshape.reshape_param.shape.dim.extend([0, c, h, w])
-            self._permute(name, image, (0, 2, 3, 1), hint)
+            self._permute(name, image, caffe_permute_order(NHWC, identity(4)), hint)
             flat = self.add("Flatten", self.unique(f"{name}/flat"), [name])
             result = flat.top[0]
         else:
             rank = len(value.shape)
             # Caffe's Permute: top axis j is bottom axis order[j].
-            order = tuple(value.layout.perm[layout.perm.index(j)] for j in range(rank))
+            order = caffe_permute_order(value.layout, layout)
             target_shape = tuple(value.shape[a] for a in order)
             if _only_unit_axes_move(value.shape, order):
                 reshape = self.add("Reshape", name, [value.blob])
@@ -175,6 +228,7 @@ class KerasToCaffeContext:
             else:
                 self._permute(name, value.blob, order, hint)
             result = name
+            self.shapes[result] = target_shape
         self._converted[key] = result
         return result
 

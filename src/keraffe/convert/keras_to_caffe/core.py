@@ -20,9 +20,9 @@ from keraffe.layout import NHWC, NLC, Layout, dense_rows_nhwc_to_nchw, flattened
 
 
 @keras_layer("Dense")
-def dense(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def dense(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     kernel = weight_array(operation.kernel)
     bias = weight_array(operation.bias) if operation.use_bias else None
     rank = len(value.shape)
@@ -42,7 +42,7 @@ def dense(ctx, operation, node):
             layer.convolution_param.bias_term = False
         ctx.weights[name] = [kernel.T.reshape(kernel.shape[1], kernel.shape[0], 1, 1)] + ([bias] if bias is not None else [])
         ctx.note(operation, ["Convolution"], "Dense on channels of an image is a 1x1 convolution")
-        _finish(ctx, operation, node, name, top, act, NHWC)
+        _finish(ctx, operation, call, name, top, act, NHWC)
         return
     elif layout.perm[-1] == rank - 1:
         layer = ctx.add("InnerProduct", name, [value.blob], [top])
@@ -61,39 +61,39 @@ def dense(ctx, operation, node):
     if bias is None:
         layer.inner_product_param.bias_term = False
     ctx.weights[name] = [weight] + ([bias] if bias is not None else [])
-    _finish(ctx, operation, node, name, top, act, out_layout)
+    _finish(ctx, operation, call, name, top, act, out_layout)
 
 
-def _finish(ctx, operation, node, name, top, act, layout):
-    out = node.outputs[0]
+def _finish(ctx, operation, call, name, top, act, layout):
+    out = call.outputs[0]
     if act == "linear":
-        ctx.emit(operation, node, 0, out, top, layout)
+        ctx.emit(operation, call, 0, out, top, layout)
         return
     linear = CaffeValue(top, layout, ctx.caffe_shape(out, layout))
-    emit_activation(ctx, operation, node, out, name, linear, act, standalone=False)
+    emit_activation(ctx, operation, call, out, name, linear, act, standalone=False)
 
 
 @keras_layer("Flatten")
-def flatten(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def flatten(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank = len(value.shape)
     if value.layout in (NHWC, NLC):
         ctx.add("Flatten", name, [value.blob])
         c, h, w = tuple(value.shape[1:]) + ((1,) if value.layout == NLC else ())
         layout = flattened_nhwc((c, h, w)) if c > 1 and h * w > 1 else identity(2)
-        ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+        ctx.emit(operation, call, 0, call.outputs[0], name, layout)
         return
     blob = ctx.blob_in(value, identity(rank), name)
     ctx.add("Flatten", name, [blob])
-    ctx.emit(operation, node, 0, node.outputs[0], name, identity(2))
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(2))
 
 
 @keras_layer("Reshape")
-def reshape(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
-    out = node.outputs[0]
+def reshape(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    out = call.outputs[0]
     target = tuple(int(d) for d in out.shape[1:])
     rank = len(value.shape)
     blob = ctx.blob_in(value, identity(rank), name)
@@ -101,62 +101,64 @@ def reshape(ctx, operation, node):
     if direct_nhwc:
         # Image of one pixel (or one channel): Keras' order and NCHW's coincide.
         h, w, c = target
-        source = ctx.caffe_shape(node.input_tensors[0], identity(rank))
+        source = ctx.caffe_shape(call.inputs[0], identity(rank))
         if source[1:] == (c, h, w):
             # The NCHW blob itself, read as NHWC (how caffe_to_keras hands a one-channel blob to Keras): no layer.
             ctx.alias(out, CaffeValue(blob, NHWC, source, value.non_negative))
             return
         layer = ctx.add("Reshape", name, [blob])
         layer.reshape_param.shape.dim.extend([0, c, h, w])
-        ctx.emit(operation, node, 0, out, name, NHWC)
+        ctx.emit(operation, call, 0, out, name, NHWC)
         return
     layer = ctx.add("Reshape", name, [blob])
     layer.reshape_param.shape.dim.extend((0,) + target)
-    ctx.emit(operation, node, 0, out, name, identity(len(target) + 1))
+    ctx.emit(operation, call, 0, out, name, identity(len(target) + 1))
 
 
 @keras_layer("Permute")
-def permute(ctx, operation, node):
+def permute(ctx, operation, call):
     """No Caffe layer: the Keras output is the same blob read in another axis order."""
-    value = ctx.value(node.input_tensors[0])
+    value = ctx.value(call.inputs[0])
     rank = len(value.shape)
     if value.layout.flattened_from is not None:
         value = CaffeValue(ctx.blob_in(value, identity(rank), operation.name), identity(rank),
                            value.shape, value.non_negative)
     order = (0,) + tuple(int(d) for d in operation.dims)
     layout = Layout(tuple(value.layout.perm[order[i]] for i in range(rank)))
-    ctx.alias(node.outputs[0], CaffeValue(value.blob, layout, value.shape, value.non_negative))
+    ctx.alias(call.outputs[0], CaffeValue(value.blob, layout, value.shape, value.non_negative))
 
 
 @keras_layer("Dropout")
-def dropout(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def dropout(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("Dropout", name, [value.blob])
     layer.dropout_param.dropout_ratio = float(operation.rate)
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout, non_negative=value.non_negative)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout, non_negative=value.non_negative)
 
 
 @keras_layer("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
              "AlphaDropout", "ActivityRegularization", "Identity")
-def inference_identity(ctx, operation, node):
+def inference_identity(ctx, operation, call):
     """Identities at inference: the Keras output is the input blob itself."""
-    ctx.alias(node.outputs[0], ctx.value(node.input_tensors[0]))
+    ctx.alias(call.outputs[0], ctx.value(call.inputs[0]))
     ctx.note(operation, [], "identity at inference: no Caffe layer")
 
 
 # ------------------------------------------------------------------ keras.ops arithmetic in functional graphs
 
-def _scalar_and_tensor(node):
-    args = list(node.arguments.args)
+def _scalar_and_tensor(call):
+    import keras
+
+    args = list(call.arguments()[0])
     if len(args) != 2:
         raise ConversionError("expected a binary operation")
-    tensors = [i for i, a in enumerate(args) if hasattr(a, "_keras_history")]
+    tensors = [i for i, a in enumerate(args) if isinstance(a, keras.KerasTensor)]
     return args, tensors
 
 
-def _power(ctx, operation, node, scale=1.0, shift=0.0):
-    value = ctx.value(node.input_tensors[0])
+def _power(ctx, operation, call, scale=1.0, shift=0.0):
+    value = ctx.value(call.inputs[0])
     name = ctx.unique(operation.name)
     layer = ctx.add("Power", name, [value.blob])
     if scale != 1.0:
@@ -164,17 +166,17 @@ def _power(ctx, operation, node, scale=1.0, shift=0.0):
     if shift != 0.0:
         layer.power_param.shift = float(shift)
     non_negative = value.non_negative and scale >= 0 and shift >= 0
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout, non_negative=non_negative)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout, non_negative=non_negative)
 
 
 @keras_layer("ops.Add", "ops.Subtract", "ops.Multiply", "ops.Divide", "ops.TrueDivide")
-def arithmetic(ctx, operation, node):
-    args, tensors = _scalar_and_tensor(node)
+def arithmetic(ctx, operation, call):
+    args, tensors = _scalar_and_tensor(call)
     kind = type(operation).__name__
     if len(tensors) == 2:
         from keraffe.convert.keras_to_caffe.merging import elementwise
 
-        elementwise(ctx, operation, node, {"Add": "sum", "Subtract": "subtract", "Multiply": "prod"}.get(kind, "?"))
+        elementwise(ctx, operation, call, {"Add": "sum", "Subtract": "subtract", "Multiply": "prod"}.get(kind, "?"))
         return
     constant = args[1 - tensors[0]]
     if np.ndim(constant) != 0:
@@ -182,13 +184,13 @@ def arithmetic(ctx, operation, node):
     constant = float(constant)
     tensor_first = tensors[0] == 0
     if kind == "Add":
-        _power(ctx, operation, node, shift=constant)
+        _power(ctx, operation, call, shift=constant)
     elif kind == "Multiply":
-        _power(ctx, operation, node, scale=constant)
+        _power(ctx, operation, call, scale=constant)
     elif kind == "Subtract":
-        _power(ctx, operation, node, scale=1.0 if tensor_first else -1.0, shift=-constant if tensor_first else constant)
+        _power(ctx, operation, call, scale=1.0 if tensor_first else -1.0, shift=-constant if tensor_first else constant)
     elif tensor_first:
-        _power(ctx, operation, node, scale=1.0 / constant)
+        _power(ctx, operation, call, scale=1.0 / constant)
     else:
         raise ConversionError("a constant divided by a tensor has no exact Caffe form")
     ctx.note(operation, ["Power"], f"keras.ops {kind.lower()} with a constant")

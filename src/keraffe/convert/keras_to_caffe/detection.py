@@ -30,9 +30,9 @@ def _caffe_aspect_ratios(expanded: list[float]) -> tuple[list[float], bool]:
 
 
 @keras_layer("PriorBox")
-def prior_box(ctx, operation, node):
-    feature, image = (ctx.value(t) for t in node.input_tensors)
-    name = ctx.layer_name(operation, node)
+def prior_box(ctx, operation, call):
+    feature, image = (ctx.value(t) for t in call.inputs)
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("PriorBox", name, [ctx.blob_nchw(feature, name), ctx.blob_nchw(image, name)])
     p = layer.prior_box_param
     p.min_size.extend(operation.min_sizes)
@@ -55,14 +55,14 @@ def prior_box(ctx, operation, node):
             p.step_h, p.step_w = operation.step
     if operation.offset != 0.5:
         p.offset = operation.offset
-    ctx.emit(operation, node, 0, node.outputs[0], name, identity(3))
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(3))
 
 
 @keras_layer("DetectionOutput")
-def detection_output(ctx, operation, node):
+def detection_output(ctx, operation, call):
     """Location, confidence and priors in Caffe's order, as SSD's DetectionOutput reads them."""
-    values = [ctx.value(t) for t in node.input_tensors]
-    name = ctx.layer_name(operation, node)
+    values = [ctx.value(t) for t in call.inputs]
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("DetectionOutput", name, [ctx.blob_in(v, identity(len(v.shape)), name) for v in values])
     p = layer.detection_output_param
     p.num_classes = operation.num_classes
@@ -79,4 +79,4 @@ def detection_output(ctx, operation, node):
     p.code_type = pb.PriorBoxParameter.CodeType.Value(operation.code_type)
     if operation.variance_encoded_in_target:
         p.variance_encoded_in_target = True
-    ctx.emit(operation, node, 0, node.outputs[0], name, DETECTIONS)
+    ctx.emit(operation, call, 0, call.outputs[0], name, DETECTIONS)

@@ -11,94 +11,94 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
-from keraffe.layout import NHWC, identity
+from keraffe.layout import NHWC, Layout, identity
 
 
 
-def _unary(ctx, operation, node, type_name):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def _unary(ctx, operation, call, type_name):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add(type_name, name, [value.blob])
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
     return layer
 
 
 @keras_layer("AbsVal")
-def absval(ctx, operation, node):
-    _unary(ctx, operation, node, "AbsVal")
+def absval(ctx, operation, call):
+    _unary(ctx, operation, call, "AbsVal")
 
 
 @keras_layer("Power")
-def power(ctx, operation, node):
-    p = _unary(ctx, operation, node, "Power").power_param
+def power(ctx, operation, call):
+    p = _unary(ctx, operation, call, "Power").power_param
     p.power, p.scale, p.shift = operation.power, operation.scale, operation.shift
 
 
 @keras_layer("Exp")
-def exp(ctx, operation, node):
-    p = _unary(ctx, operation, node, "Exp").exp_param
+def exp(ctx, operation, call):
+    p = _unary(ctx, operation, call, "Exp").exp_param
     p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
 
 
 @keras_layer("Log")
-def log(ctx, operation, node):
-    p = _unary(ctx, operation, node, "Log").log_param
+def log(ctx, operation, call):
+    p = _unary(ctx, operation, call, "Log").log_param
     p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
 
 
 @keras_layer("Threshold")
-def threshold(ctx, operation, node):
-    _unary(ctx, operation, node, "Threshold").threshold_param.threshold = operation.threshold
+def threshold(ctx, operation, call):
+    _unary(ctx, operation, call, "Threshold").threshold_param.threshold = operation.threshold
 
 
 @keras_layer("Clip")
-def clip(ctx, operation, node):
-    p = _unary(ctx, operation, node, "Clip").clip_param
+def clip(ctx, operation, call):
+    p = _unary(ctx, operation, call, "Clip").clip_param
     p.min, p.max = operation.min, operation.max
 
 
 @keras_layer("Swish")
-def swish(ctx, operation, node):
-    _unary(ctx, operation, node, "Swish").swish_param.beta = operation.beta
+def swish(ctx, operation, call):
+    _unary(ctx, operation, call, "Swish").swish_param.beta = operation.beta
 
 
 @keras_layer("WeightedSum")
-def weighted_sum(ctx, operation, node):
-    values = [ctx.value(t) for t in node.input_tensors]
+def weighted_sum(ctx, operation, call):
+    values = [ctx.value(t) for t in call.inputs]
     layout = values[0].layout
-    name = ctx.layer_name(operation, node)
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("Eltwise", name, [ctx.blob_in(v, layout, name) for v in values])
     layer.eltwise_param.coeff.extend(operation.coefficients)
-    ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, layout)
 
 
 @keras_layer("CustomScaleLayer")
-def custom_scale(ctx, operation, node):
+def custom_scale(ctx, operation, call):
     """keras.applications.InceptionResNetV2's residual: x + r * scale."""
-    values = [ctx.value(t) for t in node.input_tensors]
+    values = [ctx.value(t) for t in call.inputs]
     layout = values[0].layout
-    name = ctx.layer_name(operation, node)
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("Eltwise", name, [ctx.blob_in(v, layout, name) for v in values])
     layer.eltwise_param.coeff.extend([1.0, float(operation.scale)])
-    ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, layout)
 
 
 @keras_layer("LRN")
-def lrn(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def lrn(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("LRN", name, [ctx.blob_nchw(value, name)])
     p = layer.lrn_param
     p.local_size, p.alpha, p.beta, p.k = operation.local_size, operation.alpha, operation.beta, operation.k
     if operation.region == "within_channel":
         p.norm_region = p.WITHIN_CHANNEL
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
-def _pooling(ctx, operation, node, method, with_mask=False):
+def _pooling(ctx, operation, call, method, with_mask=False):
     """One Caffe Pooling for a keraffe pooling layer (its output size stored), FLOOR rounding where needed."""
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     tops = [name, ctx.unique(f"{name}/mask")] if with_mask else None
     layer = ctx.add("Pooling", name, [ctx.blob_nchw(value, name)], tops)
     p = layer.pooling_param
@@ -113,35 +113,32 @@ def _pooling(ctx, operation, node, method, with_mask=False):
             raise ConversionError(f"'{name}' rounds its output size down; target '{ctx.target.name}' always rounds up")
         p.round_mode = p.FLOOR
     for index, top in enumerate(layer.top):
-        ctx.emit(operation, node, index, node.outputs[index], top, NHWC)
+        ctx.emit(operation, call, index, call.outputs[index], top, NHWC)
 
 
 @keras_layer("CaffePooling2D")
-def caffe_pooling(ctx, operation, node):
-    _pooling(ctx, operation, node, operation.method)
+def caffe_pooling(ctx, operation, call):
+    _pooling(ctx, operation, call, operation.method)
 
 
 @keras_layer("MaxPoolingWithMask")
-def max_pooling_with_mask(ctx, operation, node):
+def max_pooling_with_mask(ctx, operation, call):
     """Caffe's MAX Pooling with its second top, the argmax mask (h * W + w) SegNet's Upsample reads."""
-    _pooling(ctx, operation, node, "max", with_mask=True)
+    _pooling(ctx, operation, call, "max", with_mask=True)
 
 
 @keras_layer("AxisScale")
-def axis_scale(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
-    keras_shape = (1,) + tuple(operation.param_shape)
-    caffe_shape = [1] * len(keras_shape)
-    for keras_axis, caffe_axis in enumerate(value.layout.perm):
-        caffe_shape[caffe_axis] = keras_shape[keras_axis]
+def axis_scale(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    caffe_shape = list(Layout(value.layout.perm).caffe_shape((1,) + tuple(operation.param_shape)))
     covered = [i for i, d in enumerate(caffe_shape) if d != 1] or [1]
     axis, last = covered[0], covered[-1]
     arrays = []
     for used, variable in ((operation.use_scale, getattr(operation, "scale", None)),
                            (operation.use_bias, getattr(operation, "bias", None))):
         if used:
-            full = np.transpose(weight_array(variable)[None], np.argsort(value.layout.perm))
+            full = value.layout.axes_to_caffe(weight_array(variable)[None])
             arrays.append(full.reshape(caffe_shape)[tuple(slice(None) if axis <= i <= last else 0
                                                          for i in range(len(caffe_shape)))])
     if operation.use_scale:
@@ -156,13 +153,13 @@ def axis_scale(ctx, operation, node):
     if last - axis + 1 != 1:
         p.num_axes = last - axis + 1
     ctx.weights[name] = arrays
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 @keras_layer("AxisSlice")
-def axis_slice(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def axis_slice(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank = len(value.shape)
     axis = value.layout.perm[operation.axis % rank]
     size = value.shape[axis]
@@ -181,43 +178,43 @@ def axis_slice(ctx, operation, node):
     layer.top.extend(tops)
     if unused:
         ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 @keras_layer("GroupedConv2DTranspose")
-def grouped_deconv(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def grouped_deconv(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     (top, bottom), (left, right) = operation.cropping
     if top != bottom or left != right:
         raise ConversionError(f"'{name}': uneven cropping of a grouped transposed convolution")
     layer = ctx.add("Deconvolution", name, [ctx.blob_nchw(value, name)])
-    from keraffe.convert.keras_to_caffe.conv import set_conv_param
     from keraffe.layout import deconv_kernel_to_caffe
+    from keraffe.windows import set_conv_param
 
     weight = deconv_kernel_to_caffe(weight_array(operation.kernel))
     set_conv_param(layer.convolution_param, operation.filters, operation.kernel_size, operation.strides, (top, left),
                    operation.dilation_rate, operation.groups, operation.use_bias)
     ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
 @keras_layer("L2Normalize")
-def l2_normalize(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def l2_normalize(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("Normalize", name, [ctx.blob_nchw(value, name)])
     p = layer.norm_param
     p.across_spatial, p.channel_shared, p.eps = operation.across_spatial, operation.channel_shared, operation.eps
     scale = weight_array(operation.scale)
     ctx.weights[name] = [scale.reshape(()) if operation.channel_shared else scale]
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
 @keras_layer("Interp")
-def interp(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def interp(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     layer = ctx.add("Interp", name, [ctx.blob_nchw(value, name)])
     p = layer.interp_param
     p.height, p.width = operation.output_size
@@ -225,18 +222,18 @@ def interp(ctx, operation, node):
         p.pad_beg = operation.pad_beg
     if operation.pad_end:
         p.pad_end = operation.pad_end
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
 @keras_layer("MVN")
-def mvn(ctx, operation, node):
+def mvn(ctx, operation, call):
     """Caffe's MVN normalises each item over axes 2.. (1.. across channels); the Keras axes must be those.
 
     Caffe's top is always 4-axis ((N, C, L) becomes (N, C, L, 1)), so a blob of
     fewer axes gets a Reshape back to its own shape.
     """
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank = len(value.shape)
     axes = {value.layout.perm[a % rank] for a in operation.axes} if value.layout.flattened_from is None else None
     across = axes == set(range(1, rank))
@@ -256,31 +253,31 @@ def mvn(ctx, operation, node):
     if rank != 4:
         reshape = ctx.add("Reshape", name, [top])  # dims of 0 copy the bottom's: (N, C, L, 1) -> (N, C, L)
         reshape.reshape_param.shape.dim.extend([0] * rank)
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 @keras_layer("Tile")
-def tile(ctx, operation, node):
+def tile(ctx, operation, call):
     """Tiling along one axis is the same operation in any axis order: Caffe's Tile on that axis of the blob."""
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank = len(value.shape)
     if value.layout.flattened_from is not None:
         raise ConversionError(f"'{name}' (Tile) on a flattened image tensor: Caffe's flattening orders it otherwise")
     layer = ctx.add("Tile", name, [value.blob])
     layer.tile_param.axis = value.layout.perm[operation.axis % rank]
     layer.tile_param.tiles = operation.tiles
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 _REDUCTIONS = {"sum": "SUM", "asum": "ASUM", "sumsq": "SUMSQ", "mean": "MEAN"}
 
 
 @keras_layer("Reduction")
-def reduction(ctx, operation, node):
+def reduction(ctx, operation, call):
     """Caffe's Reduction over axes ``axis``.. of the blob in Caffe's own order (the Keras layer's order too)."""
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank, axis = len(value.shape), operation.axis
     if value.layout.flattened_from is None and tuple(value.layout.perm[:axis]) == tuple(range(axis)):
         bottom = value.blob  # the axes reduced are the same set in either order, so no transpose is needed
@@ -292,15 +289,15 @@ def reduction(ctx, operation, node):
     p.axis = operation.axis
     if operation.coeff != 1.0:
         p.coeff = operation.coeff
-    ctx.emit(operation, node, 0, node.outputs[0], name, identity(operation.axis))
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(operation.axis))
 
 
 @keras_layer("ArgMax")
-def argmax(ctx, operation, node):
+def argmax(ctx, operation, call):
     """Caffe's ArgMax. Along one axis, that axis of the blob (any order); over everything, the blob in
     Caffe's order, since the indices count positions in Caffe's flattening."""
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     rank = len(value.shape)
     along_one_axis = operation.axis is not None and value.layout.flattened_from is None
     layout = value.layout if along_one_axis else identity(rank)
@@ -314,5 +311,5 @@ def argmax(ctx, operation, node):
         p.axis = layout.perm[operation.axis % rank]
     elif operation.axis is not None:
         p.axis = operation.axis
-    out_layout = layout if along_one_axis else identity(len(node.outputs[0].shape))
-    ctx.emit(operation, node, 0, node.outputs[0], name, out_layout)
+    out_layout = layout if along_one_axis else identity(len(call.outputs[0].shape))
+    ctx.emit(operation, call, 0, call.outputs[0], name, out_layout)

@@ -33,13 +33,13 @@ def _broadcast_axis(big, small) -> tuple[int, tuple[int, ...]] | None:
     return first, segment
 
 
-def elementwise(ctx, operation, node, kind: str) -> None:
-    values = [ctx.value(t) for t in node.input_tensors]
-    name = ctx.layer_name(operation, node)
+def elementwise(ctx, operation, call, kind: str) -> None:
+    values = [ctx.value(t) for t in call.inputs]
+    name = ctx.layer_name(operation, call)
     layout = values[0].layout
     shapes = {v.shape for v in values}
     if len(shapes) > 1:
-        _broadcast(ctx, operation, node, kind, values, name)
+        _broadcast(ctx, operation, call, kind, values, name)
         return
     blobs = [ctx.blob_in(v, layout, name) for v in values]
     non_negative = all(v.non_negative for v in values) and kind in ("sum", "prod", "max", "average")
@@ -54,7 +54,7 @@ def elementwise(ctx, operation, node, kind: str) -> None:
         layer = ctx.add("Power", name, [biggest.top[0]])
         layer.power_param.scale = -1.0
         ctx.note(operation, ["Power", "Eltwise", "Power"], "min(a, b) = -max(-a, -b)")
-        ctx.emit(operation, node, 0, node.outputs[0], name, layout)
+        ctx.emit(operation, call, 0, call.outputs[0], name, layout)
         return
     layer = ctx.add("Eltwise", name, blobs)
     param = layer.eltwise_param
@@ -68,10 +68,10 @@ def elementwise(ctx, operation, node, kind: str) -> None:
         param.coeff.extend([1.0 / len(blobs)] * len(blobs))
     elif kind != "sum":
         raise ConversionError(f"unknown element-wise operation {kind}")
-    ctx.emit(operation, node, 0, node.outputs[0], name, layout, non_negative=non_negative)
+    ctx.emit(operation, call, 0, call.outputs[0], name, layout, non_negative=non_negative)
 
 
-def _broadcast(ctx, operation, node, kind, values, name):
+def _broadcast(ctx, operation, call, kind, values, name):
     if len(values) != 2 or kind not in ("prod", "sum"):
         raise ConversionError(f"broadcasting {kind} of shapes {[v.shape for v in values]} has no Caffe form")
     big, small = sorted(values, key=lambda v: -len([d for d in v.shape if d != 1]))
@@ -99,45 +99,45 @@ def _broadcast(ctx, operation, node, kind, values, name):
     param = layer.scale_param if kind == "prod" else layer.bias_param
     param.axis = axis
     ctx.note(operation, ["Reshape", type_name], f"broadcast {kind} as Caffe {type_name} with two bottoms")
-    ctx.emit(operation, node, 0, node.outputs[0], name, big.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, big.layout)
 
 
 @keras_layer("Add")
-def add(ctx, operation, node):
-    elementwise(ctx, operation, node, "sum")
+def add(ctx, operation, call):
+    elementwise(ctx, operation, call, "sum")
 
 
 @keras_layer("Subtract")
-def subtract(ctx, operation, node):
-    elementwise(ctx, operation, node, "subtract")
+def subtract(ctx, operation, call):
+    elementwise(ctx, operation, call, "subtract")
 
 
 @keras_layer("Multiply")
-def multiply(ctx, operation, node):
-    elementwise(ctx, operation, node, "prod")
+def multiply(ctx, operation, call):
+    elementwise(ctx, operation, call, "prod")
 
 
 @keras_layer("Average")
-def average(ctx, operation, node):
-    elementwise(ctx, operation, node, "average")
+def average(ctx, operation, call):
+    elementwise(ctx, operation, call, "average")
 
 
 @keras_layer("Maximum")
-def maximum(ctx, operation, node):
-    elementwise(ctx, operation, node, "max")
+def maximum(ctx, operation, call):
+    elementwise(ctx, operation, call, "max")
 
 
 @keras_layer("Minimum")
-def minimum(ctx, operation, node):
-    elementwise(ctx, operation, node, "min")
+def minimum(ctx, operation, call):
+    elementwise(ctx, operation, call, "min")
 
 
 @keras_layer("Concatenate")
-def concatenate(ctx, operation, node):
+def concatenate(ctx, operation, call):
     from keraffe.layout import identity
 
-    values = [ctx.value(t) for t in node.input_tensors]
-    name = ctx.layer_name(operation, node)
+    values = [ctx.value(t) for t in call.inputs]
+    name = ctx.layer_name(operation, call)
     layout = values[0].layout
     if layout.flattened_from is not None or any(v.layout != layout for v in values):
         layout = identity(len(values[0].shape)) if layout.flattened_from is not None else layout
@@ -147,4 +147,4 @@ def concatenate(ctx, operation, node):
     layer = ctx.add("Concat", name, blobs)
     if axis != 1:
         layer.concat_param.axis = axis
-    ctx.emit(operation, node, 0, node.outputs[0], name, layout, non_negative=all(v.non_negative for v in values))
+    ctx.emit(operation, call, 0, call.outputs[0], name, layout, non_negative=all(v.non_negative for v in values))

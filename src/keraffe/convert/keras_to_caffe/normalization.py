@@ -40,15 +40,15 @@ def _per_channel(value, array):
 
 
 @keras_layer("BatchNormalization")
-def batch_normalization(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def batch_normalization(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     axis = _single_axis(operation, value, name)
     mean = _per_channel(value, weight_array(operation.moving_mean))
     variance = _per_channel(value, weight_array(operation.moving_variance))
     gamma = _per_channel(value, weight_array(operation.gamma)) if operation.scale else None
     beta = _per_channel(value, weight_array(operation.beta)) if operation.center else None
-    out = node.outputs[0]
+    out = call.outputs[0]
     if axis == 1:
         needs_scale = gamma is not None or beta is not None
         bn_name = ctx.unique(f"{name}/bn") if needs_scale else name
@@ -60,7 +60,7 @@ def batch_normalization(ctx, operation, node):
             ones = np.ones_like(mean)
             _scale_layer(ctx, name, bn_top, name, 1, gamma if gamma is not None else ones, beta)
             ctx.note(operation, ["BatchNorm", "Scale"], f"Caffe BatchNorm (eps {operation.epsilon:g}) + Scale")
-        ctx.emit(operation, node, 0, out, name, value.layout)
+        ctx.emit(operation, call, 0, out, name, value.layout)
         return
     # Another axis: Caffe's BatchNorm only normalises axis 1; fold into one Scale.
     inv = 1.0 / np.sqrt(variance.astype(np.float64) + float(operation.epsilon))
@@ -68,7 +68,7 @@ def batch_normalization(ctx, operation, node):
     shift = (beta if beta is not None else 0.0) - mean * factor
     _scale_layer(ctx, name, value.blob, name, axis, factor.astype(np.float32), np.asarray(shift, np.float32))
     ctx.note(operation, ["Scale"], f"batch normalisation over Caffe axis {axis} folded into one Scale")
-    ctx.emit(operation, node, 0, out, name, value.layout)
+    ctx.emit(operation, call, 0, out, name, value.layout)
 
 
 def _channel_mean(ctx, name, bottom, value, axis, channels):
@@ -94,9 +94,9 @@ def _channel_mean(ctx, name, bottom, value, axis, channels):
 
 
 @keras_layer("LayerNormalization")
-def layer_normalization(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def layer_normalization(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     if getattr(operation, "rms_scaling", False):
         raise ConversionError(f"'{name}': LayerNormalization(rms_scaling=True) is not supported")
     axis = _single_axis(operation, value, name)
@@ -120,10 +120,10 @@ def layer_normalization(ctx, operation, node):
         beta = weight_array(operation.beta) if operation.center else None
         _scale_layer(ctx, name, normed_name, name, axis, gamma, beta)
     ctx.note(operation, ctx.caffe_types(start), "layer normalisation built from Caffe 1.0 layers")
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
-def _affine(ctx, operation, node, name, value, scale, offset, note):
+def _affine(ctx, operation, call, name, value, scale, offset, note):
     """y = x * scale + offset, with scalar or per-channel factors (Power or Scale)."""
     scale = np.asarray(scale, np.float32)
     offset = np.asarray(offset, np.float32)
@@ -143,20 +143,20 @@ def _affine(ctx, operation, node, name, value, scale, offset, note):
         offset = np.broadcast_to(offset.reshape(-1), (channels,)).copy()
         _scale_layer(ctx, name, value.blob, name, channel_axis, scale, offset)
     ctx.note(operation, [ctx.net.layer[-1].type], note)
-    ctx.emit(operation, node, 0, node.outputs[0], name, value.layout)
+    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
 @keras_layer("Rescaling")
-def rescaling(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
-    _affine(ctx, operation, node, name, value, operation.scale, operation.offset, "x * scale + offset")
+def rescaling(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    _affine(ctx, operation, call, name, value, operation.scale, operation.offset, "x * scale + offset")
 
 
 @keras_layer("Normalization")
-def normalization(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def normalization(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     mean = weight_array(operation.mean).reshape(-1)
     variance = weight_array(operation.variance).reshape(-1)
     import keras
@@ -166,4 +166,4 @@ def normalization(ctx, operation, node):
         scale, offset = std, mean.astype(np.float64)
     else:
         scale, offset = 1.0 / std, -mean / std
-    _affine(ctx, operation, node, name, value, scale, offset, "(x - mean) / std as one scale and shift")
+    _affine(ctx, operation, call, name, value, scale, offset, "(x - mean) / std as one scale and shift")

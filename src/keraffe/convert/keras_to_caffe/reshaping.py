@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 
 from keraffe.convert.keras_to_caffe import keras_layer
-from keraffe.convert.keras_to_caffe.context import CaffeValue
 from keraffe.errors import ConversionError
 from keraffe.layout import NHWC
 
@@ -22,28 +21,26 @@ def _pairs(padding):
 
 
 @keras_layer("ZeroPadding2D")
-def zero_padding2d(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0], allow_pending=True)
+def zero_padding2d(ctx, operation, call):
+    value = ctx.value(call.inputs[0], allow_pending=True)
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError("only channels_last ZeroPadding2D converts")
     if value.layout != NHWC:
         raise ConversionError("ZeroPadding2D needs an image tensor")
-    pending = value.pending_padding or ((0, 0), (0, 0))
-    pads = _pairs(operation.padding)
-    total = tuple((a[0] + b[0], a[1] + b[1]) for a, b in zip(pending, pads))
-    ctx.alias(node.outputs[0], CaffeValue(value.blob, value.layout, value.shape, value.non_negative, total))
+    out = call.outputs[0]
+    padded = ctx.zero_pad(operation.name, value, _pairs(operation.padding), ctx.caffe_shape(out, NHWC))
+    ctx.alias(out, padded)
     ctx.note(operation, [], "no Caffe layer: the next convolution or pooling takes the padding")
 
 
 @keras_layer("Cropping2D")
-def cropping2d(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0], allow_pending=True)
-    name = ctx.layer_name(operation, node)
-    if value.pending_padding:
+def cropping2d(ctx, operation, call):
+    value = ctx.value(call.inputs[0], allow_pending=True)
+    name = ctx.layer_name(operation, call)
+    if ctx.is_padding(value):
         # Cropping padding not yet applied: it cancels padding (negative padding crops later).
-        crops = _pairs(operation.cropping)
-        net = tuple((p[0] - c[0], p[1] - c[1]) for p, c in zip(value.pending_padding, crops))
-        ctx.alias(node.outputs[0], CaffeValue(value.blob, value.layout, value.shape, value.non_negative, net))
+        crops = tuple((-a, -b) for a, b in _pairs(operation.cropping))
+        ctx.alias(call.outputs[0], ctx.zero_pad(name, value, crops, ctx.caffe_shape(call.outputs[0], NHWC)))
         ctx.note(operation, [], "no Caffe layer: cancels pending ZeroPadding2D")
         return
     if getattr(operation, "data_format", "channels_last") != "channels_last":
@@ -55,7 +52,7 @@ def cropping2d(ctx, operation, node):
     current = blob
     axes = [a for a in range(2) if any(crops[a])]
     if not axes:
-        ctx.alias(node.outputs[0], value)
+        ctx.alias(call.outputs[0], value)
         return
     for n, axis in enumerate(axes):
         begin, end = crops[axis]
@@ -76,13 +73,13 @@ def cropping2d(ctx, operation, node):
         current = kept
     ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
     ctx.note(operation, ["Slice", "Silence"], "cropping as Slice, cut edges silenced")
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC, non_negative=value.non_negative)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)
 
 
 @keras_layer("UpSampling2D")
-def upsampling2d(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def upsampling2d(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError("only channels_last UpSampling2D converts")
     blob = ctx.blob_nchw(value, name)
@@ -102,10 +99,10 @@ def upsampling2d(ctx, operation, node):
             param.stride_h, param.stride_w = sh, sw
         ctx.weights[name] = [np.ones((channels, 1, sh, sw), np.float32)]
         ctx.note(operation, ["Deconvolution"], "nearest upsampling as a grouped deconvolution of ones")
-        ctx.emit(operation, node, 0, node.outputs[0], name, NHWC, non_negative=value.non_negative)
+        ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)
         return
     if operation.interpolation == "bilinear":
-        _bilinear(ctx, operation, node, value, blob, name, (sh, sw))
+        _bilinear(ctx, operation, call, value, blob, name, (sh, sw))
         return
     raise ConversionError(f"UpSampling2D interpolation '{operation.interpolation}' has no exact Caffe form")
 
@@ -145,7 +142,7 @@ def _replicate_edges(ctx, name, bottom, axis, size, shape_after):
     return layer.top[0]
 
 
-def _bilinear(ctx, operation, node, value, blob, name, scale):
+def _bilinear(ctx, operation, call, value, blob, name, scale):
     """Keras' half-pixel bilinear upsampling by integer factors, as Caffe 1.0 layers, exactly.
 
     The input's edge rows and columns are replicated (Slice + Concat), so that
@@ -168,4 +165,4 @@ def _bilinear(ctx, operation, node, value, blob, name, scale):
     param.pad_h, param.pad_w = 2 * scale[0], 2 * scale[1]
     ctx.weights[name] = [np.broadcast_to(kernel, (channels, 1) + kernel.shape).copy()]
     ctx.note(operation, ctx.caffe_types(start), "bilinear upsampling: replicated edges and a bilinear deconvolution")
-    ctx.emit(operation, node, 0, node.outputs[0], name, NHWC)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.convert.keras_to_caffe.context import CaffeValue
-from keraffe.convert.keras_to_caffe.conv import padded_kernel, same_padding, set_conv_param
-from keraffe.convert.keras_to_caffe.pooling import plan_axis
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
-from keraffe.layout import NLC, identity
+from keraffe.layout import NLC, conv1d_kernel_to_caffe, identity
+from keraffe.windows import padded_kernel, plan_axis, same_padding, set_conv_param
 
 
 
@@ -36,13 +35,12 @@ def _back_to_sequence(ctx, name, bottom, top, channels):
 
 
 @keras_layer("Conv1D")
-def conv1d(ctx, operation, node):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def conv1d(ctx, operation, call):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     image = _as_image(ctx, value, name)
-    length = ctx.caffe_shape(node.input_tensors[0], NLC)[2]
-    kernel = weight_array(operation.kernel)  # (k, C/g, O)
-    weight = kernel.transpose(2, 1, 0)[..., None]  # (O, C/g, k, 1)
+    length = ctx.caffe_shape(call.inputs[0], NLC)[2]
+    weight = conv1d_kernel_to_caffe(weight_array(operation.kernel))
     k, s, d = operation.kernel_size[0], operation.strides[0], operation.dilation_rate[0]
     if operation.padding == "same":
         pads = [same_padding(length, k, s, d), (0, 0)]
@@ -57,25 +55,25 @@ def conv1d(ctx, operation, node):
     set_conv_param(layer.convolution_param, weight.shape[0], weight.shape[2:], (s, 1), caffe_pad, (d, 1),
                    operation.groups, operation.use_bias)
     ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
-    out = node.outputs[0]
+    out = call.outputs[0]
     channels = weight.shape[0]
     top = name if act == "linear" else f"{name}/linear"
     _back_to_sequence(ctx, name, conv_top, top, channels)
     ctx.note(operation, ["Reshape", "Convolution", "Reshape"], "1-D convolution as a (k x 1) Caffe convolution")
     if act == "linear":
-        ctx.emit(operation, node, 0, out, top, NLC)
+        ctx.emit(operation, call, 0, out, top, NLC)
         return
-    emit_activation(ctx, operation, node, out, name, CaffeValue(top, NLC, ctx.caffe_shape(out, NLC)), act,
+    emit_activation(ctx, operation, call, out, name, CaffeValue(top, NLC, ctx.caffe_shape(out, NLC)), act,
                     standalone=False)
 
 
-def _pool1d(ctx, operation, node, method):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def _pool1d(ctx, operation, call, method):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     image = _as_image(ctx, value, name)
-    length = ctx.caffe_shape(node.input_tensors[0], NLC)[2]
+    length = ctx.caffe_shape(call.inputs[0], NLC)[2]
     k, s = operation.pool_size[0], operation.strides[0]
-    out = ctx.caffe_shape(node.outputs[0], NLC)[2]
+    out = ctx.caffe_shape(call.outputs[0], NLC)[2]
     before = same_padding(length, k, s)[0] if operation.padding == "same" else 0
     plan = plan_axis(length, k, s, before, out, ctx.target.floor_pooling, None)
     if plan is None or plan.skip_start or plan.skip_end or (method == "ave" and operation.padding == "same" and plan.pad):
@@ -90,22 +88,22 @@ def _pool1d(ctx, operation, node, method):
     if not plan.ceil:
         p.round_mode = p.FLOOR
     _back_to_sequence(ctx, name, pooled, name, value.shape[1])
-    ctx.emit(operation, node, 0, node.outputs[0], name, NLC, non_negative=value.non_negative)
+    ctx.emit(operation, call, 0, call.outputs[0], name, NLC, non_negative=value.non_negative)
 
 
 @keras_layer("MaxPooling1D")
-def max_pooling1d(ctx, operation, node):
-    _pool1d(ctx, operation, node, "max")
+def max_pooling1d(ctx, operation, call):
+    _pool1d(ctx, operation, call, "max")
 
 
 @keras_layer("AveragePooling1D")
-def average_pooling1d(ctx, operation, node):
-    _pool1d(ctx, operation, node, "ave")
+def average_pooling1d(ctx, operation, call):
+    _pool1d(ctx, operation, call, "ave")
 
 
-def _global1d(ctx, operation, node, method):
-    value = ctx.value(node.input_tensors[0])
-    name = ctx.layer_name(operation, node)
+def _global1d(ctx, operation, call, method):
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
     image = _as_image(ctx, value, name)
     keepdims = bool(getattr(operation, "keepdims", False))
     pooled = ctx.unique(f"{name}/image")
@@ -115,15 +113,15 @@ def _global1d(ctx, operation, node, method):
     flat = ctx.add("Reshape", ctx.unique(f"{name}/flatten") if not keepdims else name, [pooled],
                    [name])
     flat.reshape_param.shape.dim.extend([0, -1] if not keepdims else [0, -1, 1])
-    ctx.emit(operation, node, 0, node.outputs[0], name, identity(2) if not keepdims else NLC,
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(2) if not keepdims else NLC,
              non_negative=value.non_negative)
 
 
 @keras_layer("GlobalAveragePooling1D")
-def global_average_pooling1d(ctx, operation, node):
-    _global1d(ctx, operation, node, "ave")
+def global_average_pooling1d(ctx, operation, call):
+    _global1d(ctx, operation, call, "ave")
 
 
 @keras_layer("GlobalMaxPooling1D")
-def global_max_pooling1d(ctx, operation, node):
-    _global1d(ctx, operation, node, "max")
+def global_max_pooling1d(ctx, operation, call):
+    _global1d(ctx, operation, call, "max")

@@ -90,13 +90,23 @@ def elementwise_activation(operation) -> bool:
     return _activation_name(getattr(operation, "activation", None) or "linear") in ELEMENTWISE_ACTIVATIONS
 
 
-def classify(operation, node=None) -> tuple[str, str]:
+def classify(operation, call=None) -> tuple[str, str]:
     """(kind, reason): how an operation moves channels; the reason says why a barrier is one."""
     name = type(operation).__name__
     if not isinstance(operation, keras.layers.Layer):
         if name in _OPS_MERGES and type(operation).__module__.startswith("keras."):
             return MERGE, ""
         return BARRIER, f"keras.ops.{name} is not understood by the channel planner"
+    for rule in _RULES:
+        verdict = rule(operation, call)
+        if verdict is not None:
+            return verdict
+    return BARRIER, f"{name} is not understood by the channel planner"
+
+
+# Each rule below recognises one family of layers and says how it moves channels (None: not its family).
+
+def _convolution(operation, call):
     if _keras_class(operation, _CONV) or _keras_class(operation, _CONV_TRANSPOSE):
         if not _channels_last(operation):
             return BARRIER, "channels_first data"
@@ -105,20 +115,24 @@ def classify(operation, node=None) -> tuple[str, str]:
         return SOURCE, ""
     if _keras_class(operation, ("Dense",)):
         return SOURCE, ""
-    if _keras_class(operation, _SEPARABLE):
-        if not _channels_last(operation):
-            return BARRIER, "channels_first data"
-        if operation.depth_multiplier != 1:
-            return BARRIER, f"depth_multiplier={operation.depth_multiplier}"
-        return SOURCE, ""
-    if _keras_class(operation, _DEPTHWISE):
-        if not _channels_last(operation):
-            return BARRIER, "channels_first data"
-        if operation.depth_multiplier != 1:
-            return BARRIER, f"depth_multiplier={operation.depth_multiplier}"
-        return CHANNELWISE, ""
+    return None
+
+
+def _depthwise_family(operation, call):
+    """SeparableConv creates channels (its pointwise part); DepthwiseConv keeps them, one filter each."""
+    for names, kind in ((_SEPARABLE, SOURCE), (_DEPTHWISE, CHANNELWISE)):
+        if _keras_class(operation, names):
+            if not _channels_last(operation):
+                return BARRIER, "channels_first data"
+            if operation.depth_multiplier != 1:
+                return BARRIER, f"depth_multiplier={operation.depth_multiplier}"
+            return kind, ""
+    return None
+
+
+def _normalisation_and_activation(operation, call):
     if _keras_class(operation, ("BatchNormalization",)):
-        rank = len(node.input_tensors[0].shape) if node is not None else None
+        rank = len(call.inputs[0].shape) if call is not None else None
         axis = operation.axis if isinstance(operation.axis, int) else None
         return (CHANNELWISE, "") if axis == -1 or (axis is not None and axis == (rank or 0) - 1) \
             else (BARRIER, f"normalises over axis {operation.axis}, not the channel axis")
@@ -130,11 +144,19 @@ def classify(operation, node=None) -> tuple[str, str]:
     if _keras_class(operation, ("Rescaling",)):
         scalar = np.ndim(operation.scale) == 0 and np.ndim(operation.offset) == 0
         return (CHANNELWISE, "") if scalar else (BARRIER, "per-channel Rescaling factors")
+    return None
+
+
+def _per_channel(operation, call):
     if _keras_class(operation, _PASS_THROUGH) or _keraffe_class(operation, _KERAFFE_PASS_THROUGH):
         return (CHANNELWISE, "") if _channels_last(operation) else (BARRIER, "channels_first data")
     if _keraffe_class(operation, ("AxisSlice",)):  # Caffe's Slice: a crop when it cuts a spatial axis
-        rank = len(node.input_tensors[0].shape) if node is not None else 0
+        rank = len(call.inputs[0].shape) if call is not None else 0
         return (CHANNELWISE, "") if operation.axis not in (-1, rank - 1) else (BARRIER, "slices the channel axis")
+    return None
+
+
+def _merge_concat_reshape(operation, call):
     if _keras_class(operation, _MERGES) or _keraffe_class(operation, ("WeightedSum",)):
         return MERGE, ""
     if _keras_class(operation, ("Concatenate",)):
@@ -143,7 +165,10 @@ def classify(operation, node=None) -> tuple[str, str]:
         return (RESHAPE, "") if _channels_last(operation) else (BARRIER, "channels_first data")
     if _keras_class(operation, ("Reshape",)):
         return RESHAPE, ""
-    return BARRIER, f"{name} is not understood by the channel planner"
+    return None
+
+
+_RULES = (_convolution, _depthwise_family, _normalisation_and_activation, _per_channel, _merge_concat_reshape)
 
 
 def _static(shape) -> tuple[int, ...] | None:
@@ -157,7 +182,7 @@ class NodeRecord:
     """One call of one operation, with the layouts of its tensor inputs and outputs."""
 
     operation: object
-    node: object
+    call: object  # a keraffe.keras_graph.LayerCall
     kind: str
     reason: str
     inputs: list          # KerasTensors (flattened)
@@ -258,12 +283,11 @@ class ChannelGraph:
         return self.layouts[key]
 
     def _build(self) -> None:
-        from keraffe.convert.keras_to_caffe import _functional_of, walk
-
         from keraffe.errors import KeraffeError
+        from keraffe.keras_graph import functional_of, walk
 
         try:
-            _functional_of(self.model)
+            functional_of(self.model)
         except KeraffeError as error:
             raise PruningError(str(error)) from None
         known = {layer.name for layer in _all_layers(self.model)}
@@ -272,18 +296,15 @@ class ChannelGraph:
             raise PruningError(f"`exclude` names layers the model does not have: {unknown}")
         for tensor in self.model.inputs:
             self.layout(tensor)
-        for event, operation, node in walk(self.model):
-            if event == "enter":
-                inner = _functional_of(operation)
-                for outer, inner_input in zip(node.input_tensors, inner.inputs):
+        for event in walk(self.model):
+            if event.kind == "enter":
+                for outer, inner_input in zip(event.call.inputs, event.graph.inputs):
                     self._alias(inner_input, outer)
-                continue
-            if event == "leave":
-                inner = _functional_of(operation)
-                for outer, inner_output in zip(node.outputs, inner.outputs):
+            elif event.kind == "leave":
+                for outer, inner_output in zip(event.call.outputs, event.graph.outputs):
                     self._alias(outer, inner_output)
-                continue
-            self._visit(operation, node)
+            else:
+                self._visit(event.call)
         for tensor in self.model.outputs:
             self._protect(self.layout(tensor), "it reaches a model output")
 
@@ -295,11 +316,12 @@ class ChannelGraph:
         elif layout is not None:
             self.layouts[id(target)] = layout
 
-    def _visit(self, operation, node) -> None:
-        kind, reason = classify(operation, node)
+    def _visit(self, call) -> None:
+        operation = call.operation
+        kind, reason = classify(operation, call)
         self.layers.setdefault(operation.name, operation)
-        inputs = list(node.input_tensors)
-        outputs = list(node.outputs)
+        inputs = list(call.inputs)
+        outputs = list(call.outputs)
         in_layouts = [self.layout(t) for t in inputs]
         if kind != BARRIER and (not inputs or any(layout is None for layout in in_layouts[:1])):
             kind, reason = BARRIER, "no static channel axis"
@@ -319,7 +341,7 @@ class ChannelGraph:
         if operation.name in self._exclude:  # its own channels stay; a source's inputs may still shrink
             for layout in out_layouts if kind == SOURCE else in_layouts + out_layouts:
                 self._protect(layout, f"{operation.name} is excluded")
-        self.records.append(NodeRecord(operation, node, kind, reason, inputs, outputs, in_layouts, out_layouts))
+        self.records.append(NodeRecord(operation, call, kind, reason, inputs, outputs, in_layouts, out_layouts))
 
     def _share_inputs(self, operation, layout) -> None:
         """A layer called more than once slices its weights once: its inputs must agree channel by channel."""

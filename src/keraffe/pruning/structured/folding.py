@@ -66,8 +66,7 @@ def _constant_channels(output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _call(record, arrays: dict[int, np.ndarray]) -> np.ndarray:
     tensors = {key: keras.ops.convert_to_tensor(value) for key, value in arrays.items()}
-    args, kwargs = record.node.arguments.fill_in(tensors)
-    return _to_numpy(keras.tree.flatten(record.operation(*args, **kwargs))[0])
+    return _to_numpy(record.call.replay(record.operation, tensors)[0])
 
 
 def _linear_copy(layer):
@@ -78,84 +77,110 @@ def _linear_copy(layer):
 
 def fold_constants(graph, removed_roots) -> FoldResult:
     """Propagate removed channels' zero-weight values and compute the biases that absorb them."""
-    removed = np.asarray(sorted(removed_roots), dtype=np.int64)
-    calls: dict[str, int] = {}
+    folding = _Folding(graph, removed_roots)
     for record in graph.records:
-        calls[record.name] = calls.get(record.name, 0) + 1
-    values: dict[int, np.ndarray] = {}
-    known: dict[int, np.ndarray] = {}
-    biases: dict[str, np.ndarray] = {}
-    unfolded: list[UnfoldedConstant] = []
+        folding.visit(record)
+    return FoldResult(folding.biases, folding.unfolded)
 
-    def lookup(tensor):
+
+class _Folding:
+    """The constants removed channels carry, tensor by tensor, in one pass over the channel graph's records.
+
+    ``values[id(tensor)]`` is each channel's constant value and ``known`` says
+    where it is known to be a constant (the same at every pixel).
+    """
+
+    def __init__(self, graph, removed_roots):
+        self.graph = graph
+        self.removed = np.asarray(sorted(removed_roots), dtype=np.int64)
+        self.calls: dict[str, int] = {}
+        for record in graph.records:
+            self.calls[record.name] = self.calls.get(record.name, 0) + 1
+        self.values: dict[int, np.ndarray] = {}
+        self.known: dict[int, np.ndarray] = {}
+        self.biases: dict[str, np.ndarray] = {}
+        self.unfolded: list[UnfoldedConstant] = []
+
+    def lookup(self, tensor):
         key = id(tensor)
-        while key not in values and key in graph.aliases:
-            key = graph.aliases[key]
-        return values.get(key), known.get(key)
+        while key not in self.values and key in self.graph.aliases:
+            key = self.graph.aliases[key]
+        return self.values.get(key), self.known.get(key)
 
-    def gone(layout):
-        return None if layout is None else np.isin(graph.roots[layout], removed)
+    def gone(self, layout):
+        return None if layout is None else np.isin(self.graph.roots[layout], self.removed)
 
-    for record in graph.records:
+    def visit(self, record) -> None:
         if record.kind == SOURCE:
-            layer = record.operation
-            bias = _fold_into(record, lookup, gone, calls, unfolded)
-            if bias is not None:
-                biases[layer.name] = bias
-            out_gone = gone(record.out_layouts[0])
-            if out_gone is not None and out_gone.any():
-                if bias is None:
-                    bias = _to_numpy(layer.bias.value) if getattr(layer, "use_bias", False) else \
-                        np.zeros(len(out_gone))
-                activated = _to_numpy(layer.activation(keras.ops.convert_to_tensor(bias.astype(np.float32))))
-                values[id(record.outputs[0])] = np.where(out_gone, activated, 0.0)
-                known[id(record.outputs[0])] = out_gone.copy()
-            continue
-        inputs = [lookup(t) for t in record.inputs]
+            self._source(record)
+            return
+        inputs = [self.lookup(t) for t in record.inputs]
         if not any(v is not None for v, _ in inputs):
-            continue
+            return
+        step = {CHANNELWISE: self._channelwise, MERGE: self._merge, CONCAT: self._concat,
+                RESHAPE: self._reshape}.get(record.kind)
+        if step is not None:
+            step(record, inputs)
+
+    def _source(self, record) -> None:
+        """A linear layer absorbs the constants it reads into its bias; its own removed channels emit theirs."""
+        layer = record.operation
+        bias = _fold_into(record, self.lookup, self.gone, self.calls, self.unfolded)
+        if bias is not None:
+            self.biases[layer.name] = bias
+        out_gone = self.gone(record.out_layouts[0])
+        if out_gone is None or not out_gone.any():
+            return
+        if bias is None:
+            bias = _to_numpy(layer.bias.value) if getattr(layer, "use_bias", False) else np.zeros(len(out_gone))
+        activated = _to_numpy(layer.activation(keras.ops.convert_to_tensor(bias.astype(np.float32))))
+        self.values[id(record.outputs[0])] = np.where(out_gone, activated, 0.0)
+        self.known[id(record.outputs[0])] = out_gone.copy()
+
+    def _channelwise(self, record, inputs) -> None:
+        value, ok = inputs[0]
+        if value is None or len(record.inputs) != 1:
+            return
+        x = _filled(record.inputs[0], value)
+        if x is None:
+            return
+        result, constant = _constant_channels(_call(record, {id(record.inputs[0]): x}))
         out = record.outputs[0]
-        if record.kind == CHANNELWISE:
-            value, ok = inputs[0]
-            if value is None or len(record.inputs) != 1:
-                continue
-            x = _filled(record.inputs[0], value)
-            if x is None:
-                continue
-            result, constant = _constant_channels(_call(record, {id(record.inputs[0]): x}))
-            values[id(out)], known[id(out)] = np.where(constant, result, 0.0), ok & constant
-            _note_lost(record, ok & ~constant & gone(record.in_layouts[0]), unfolded)
-        elif record.kind == MERGE:
-            if any(v is None for v, _ in inputs):
-                continue  # a merge partner with no constant (a live broadcast input): nothing to carry
-            arrays = {}
-            for tensor, (value, _) in zip(record.inputs, inputs):
-                arrays[id(tensor)] = _filled(tensor, value if tensor.shape[-1] == out.shape[-1] else value[:1])
-            if any(a is None for a in arrays.values()):
-                continue
-            result, constant = _constant_channels(_call(record, arrays))
-            ok = constant.copy()
-            for tensor, (_, k) in zip(record.inputs, inputs):
-                if tensor.shape[-1] == out.shape[-1]:
-                    ok &= k
-            values[id(out)], known[id(out)] = np.where(ok, result, 0.0), ok
-            carried = np.ones_like(ok)
-            for tensor, (value, k) in zip(record.inputs, inputs):
-                if tensor.shape[-1] == out.shape[-1]:
-                    carried &= k
-            _note_lost(record, carried & ~constant & gone(record.out_layouts[0]), unfolded)
-        elif record.kind == CONCAT:
-            parts_v, parts_k = [], []
-            for tensor, (value, ok) in zip(record.inputs, inputs):
-                width = int(tensor.shape[-1])
-                parts_v.append(value if value is not None else np.zeros(width))
-                parts_k.append(ok if ok is not None else np.zeros(width, dtype=bool))
-            values[id(out)], known[id(out)] = np.concatenate(parts_v), np.concatenate(parts_k)
-        elif record.kind == RESHAPE:
-            value, ok = inputs[0]
-            repeat = len(record.out_layouts[0]) // len(value)
-            values[id(out)], known[id(out)] = np.tile(value, repeat), np.tile(ok, repeat)
-    return FoldResult(biases, unfolded)
+        self.values[id(out)], self.known[id(out)] = np.where(constant, result, 0.0), ok & constant
+        _note_lost(record, ok & ~constant & self.gone(record.in_layouts[0]), self.unfolded)
+
+    def _merge(self, record, inputs) -> None:
+        if any(v is None for v, _ in inputs):
+            return  # a merge partner with no constant (a live broadcast input): nothing to carry
+        out = record.outputs[0]
+        full = [out.shape[-1] == tensor.shape[-1] for tensor in record.inputs]
+        arrays = {id(tensor): _filled(tensor, value if whole else value[:1])
+                  for tensor, (value, _), whole in zip(record.inputs, inputs, full)}
+        if any(a is None for a in arrays.values()):
+            return
+        result, constant = _constant_channels(_call(record, arrays))
+        carried = np.ones_like(constant)
+        for (_, known), whole in zip(inputs, full):
+            if whole:
+                carried &= known
+        ok = constant & carried
+        self.values[id(out)], self.known[id(out)] = np.where(ok, result, 0.0), ok
+        _note_lost(record, carried & ~constant & self.gone(record.out_layouts[0]), self.unfolded)
+
+    def _concat(self, record, inputs) -> None:
+        parts_v, parts_k = [], []
+        for tensor, (value, ok) in zip(record.inputs, inputs):
+            width = int(tensor.shape[-1])
+            parts_v.append(value if value is not None else np.zeros(width))
+            parts_k.append(ok if ok is not None else np.zeros(width, dtype=bool))
+        out = record.outputs[0]
+        self.values[id(out)], self.known[id(out)] = np.concatenate(parts_v), np.concatenate(parts_k)
+
+    def _reshape(self, record, inputs) -> None:
+        value, ok = inputs[0]
+        repeat = len(record.out_layouts[0]) // len(value)
+        out = record.outputs[0]
+        self.values[id(out)], self.known[id(out)] = np.tile(value, repeat), np.tile(ok, repeat)
 
 
 def _note_lost(record, lost: np.ndarray, unfolded: list) -> None:

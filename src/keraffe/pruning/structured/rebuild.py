@@ -14,6 +14,8 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keraffe.keras_graph import calls, functional_of, input_structure, is_model, output_structure, produced_by
+
 LayerSpec = tuple[dict, list]
 #: Given an old layer, its new (config, weights), or None to copy it unchanged.
 SpecFunction = Callable[[object], "LayerSpec | None"]
@@ -41,55 +43,40 @@ class _Rebuilder:
             if isinstance(old, keras.Sequential):
                 self.models[key] = self._sequential(old)
             else:
-                self.models[key] = self._functional(old)
+                self.models[key] = self._replay_functional(old)
         return self.models[key]
 
-    def _input_like(self, tensor, name):
+    def _input_like(self, tensor):
         shape = list(tensor.shape)
         channels = self.input_channels(tensor)
         if channels is not None:
             shape[-1] = channels
-        return keras.Input(batch_shape=tuple(shape), dtype=tensor.dtype, name=name)
+        return keras.Input(batch_shape=tuple(shape), dtype=tensor.dtype, name=produced_by(tensor)[0].name)
 
     def _sequential(self, old):
-        functional = old._functional
-        inputs = [self._input_like(t, t._keras_history.operation.name) for t in functional.inputs]
+        inputs = [self._input_like(t) for t in functional_of(old).inputs]
         layers = [self._child(layer) for layer in old.layers]
         return keras.Sequential([inputs[0], *layers], name=old.name)
 
     def _child(self, operation):
-        from keras.src.models.functional import Functional
+        return self.model(operation) if is_model(operation) else self.layer(operation)
 
-        if isinstance(operation, (Functional, keras.Sequential)):
-            return self.model(operation)
-        return self.layer(operation)
-
-    def _functional(self, old):
-        from keras.src.models.functional import Functional
-
+    def _replay_functional(self, old):
         tensors: dict[int, object] = {}
-        new_inputs = []
         for tensor in old.inputs:
-            new = self._input_like(tensor, tensor._keras_history.operation.name)
-            tensors[id(tensor)] = new
-            new_inputs.append(new)
-        for depth in sorted(old._nodes_by_depth, reverse=True):
-            for node in old._nodes_by_depth[depth]:
-                if node.is_input or not node.operation:
-                    continue
-                operation = node.operation
-                if isinstance(operation, (Functional, keras.Sequential)):
-                    new_operation = self.model(operation)
-                elif isinstance(operation, keras.layers.Layer):
-                    new_operation = self.layer(operation)
-                else:
-                    new_operation = operation  # a raw keras.ops call: stateless, replayed as it is
-                args, kwargs = node.arguments.fill_in(tensors)
-                outputs = keras.tree.flatten(new_operation(*args, **kwargs))
-                for old_tensor, new_tensor in zip(node.outputs, outputs):
-                    tensors[id(old_tensor)] = new_tensor
-        outputs = keras.tree.map_structure(lambda t: tensors[id(t)], old._outputs_struct)
-        inputs = keras.tree.map_structure(lambda t: tensors[id(t)], old._inputs_struct)
+            tensors[id(tensor)] = self._input_like(tensor)
+        for call in calls(old):
+            operation = call.operation
+            if is_model(operation):
+                new_operation = self.model(operation)
+            elif isinstance(operation, keras.layers.Layer):
+                new_operation = self.layer(operation)
+            else:
+                new_operation = operation  # a raw keras.ops call: stateless, replayed as it is
+            for old_tensor, new_tensor in zip(call.outputs, call.replay(new_operation, tensors)):
+                tensors[id(old_tensor)] = new_tensor
+        outputs = keras.tree.map_structure(lambda t: tensors[id(t)], output_structure(old))
+        inputs = keras.tree.map_structure(lambda t: tensors[id(t)], input_structure(old))
         return keras.Model(inputs, outputs, name=old.name)
 
     def set_weights(self) -> None:

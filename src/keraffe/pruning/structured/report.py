@@ -1,16 +1,14 @@
-"""Before and after, in numbers: parameters, MACs, file sizes, and latency of the Caffe export.
+"""Before and after, in numbers: parameters, MACs and file sizes.
 
-:func:`structured_report` exports both models to Caffe and times them in
-OpenCV DNN side by side: the same input, a fixed thread count, before and
-after measured in alternation (so drifting machine load hits both alike), the
-median of each. The bench script bench/structured_speedup.py uses the same
-functions.
+Pruning is pure Keras, so this report measures the Keras models only; the
+size and OpenCV latency of their Caffe exports are added by
+:mod:`keraffe.verify.latency`, which the CLI's ``prune --report`` and the
+bench scripts use.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -71,50 +69,17 @@ def keras_file_bytes(model, directory: Path, label: str = "model") -> int:
     return path.stat().st_size
 
 
-def export_for_timing(model, directory: Path, name: str):
-    """(prototxt, caffemodel, inputs) of ``model`` exported with the default target, or a reason string."""
-    import keraffe
-    from keraffe.caffe.net import load_net
-    from keraffe.errors import KeraffeError
-    from keraffe.verify import seeded_inputs
+def structured_report(before, after, *, workdir=None) -> StructuredReport:
+    """The dense and the pruned model's parameters, MACs and .keras sizes.
 
-    try:
-        export = keraffe.keras_to_caffe(model, Path(directory) / f"{name}.prototxt")
-    except KeraffeError as error:
-        return f"no Caffe export: {str(error).splitlines()[0]}"
-    inputs = seeded_inputs(load_net(export.prototxt))
-    return export.prototxt, export.caffemodel, inputs
-
-
-def alternating_latency(exports: list, rounds: int = 5, repeats: int = 10, warmup: int = 3,
-                        threads: int = 1) -> list[list[float]]:
-    """Seconds of every forward pass of each export, the exports timed in turn, ``rounds`` times over."""
-    from keraffe.verify.opencv_runtime import time_opencv
-
-    timings: list[list[float]] = [[] for _ in exports]
-    for _ in range(rounds):
-        for index, (prototxt, caffemodel, inputs) in enumerate(exports):
-            timings[index].extend(time_opencv(prototxt, caffemodel, inputs, repeats=repeats, warmup=warmup,
-                                              threads=threads))
-    return timings
-
-
-def structured_report(before, after, *, latency: bool = True, threads: int = 1, rounds: int = 5,
-                      repeats: int = 10, workdir=None) -> StructuredReport:
-    """Measure the dense and the pruned model: parameters, MACs, .keras and .caffemodel sizes, latency."""
+    The Caffe side (the default-target .caffemodel size and the OpenCV DNN
+    latency of both exports) is measured where Keras and Caffe meet:
+    :func:`keraffe.verify.latency.deployment_report`, which starts from this.
+    """
     with tempfile.TemporaryDirectory(prefix="keraffe-report-") as tmp:
         directory = Path(workdir or tmp)
         directory.mkdir(parents=True, exist_ok=True)
-        exports = [export_for_timing(model, directory, label) for model, label in ((before, "before"),
-                                                                                  (after, "after"))]
-        timed = [None, None]
-        if latency and all(not isinstance(e, str) for e in exports):
-            seconds = alternating_latency(exports, rounds=rounds, repeats=repeats, threads=threads)
-            timed = [statistics.median(s) * 1000.0 for s in seconds]
-        measurements = []
-        for model, export, ms, label in zip((before, after), exports, timed, ("before", "after")):
-            caffemodel = None if isinstance(export, str) else Path(export[1]).stat().st_size
-            note = export if isinstance(export, str) else ""
-            measurements.append(ModelMeasurements(int(model.count_params()), model_macs(model),
-                                                  keras_file_bytes(model, directory, label), caffemodel, ms, note))
-    return StructuredReport(measurements[0], measurements[1], threads if latency else None)
+        measured = [ModelMeasurements(int(model.count_params()), model_macs(model),
+                                      keras_file_bytes(model, directory, label), None, None)
+                    for model, label in ((before, "before"), (after, "after"))]
+    return StructuredReport(measured[0], measured[1])

@@ -1,4 +1,4 @@
-"""Fork layers spelled with BVLC layers, for the runtimes that judge keraffe (real Caffe, OpenCV).
+"""A pass for the reference runtimes: fork layers spelled with BVLC layers that compute the same thing.
 
 keraffe verifies a conversion by running the Caffe net in an independent
 runtime. The Caffe keraffe builds for that (and OpenCV) lack some fork layer
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keraffe.caffe.interp import interp_matrix
 from keraffe.caffe.net import CaffeNet, LayerNode
 from keraffe.caffe.proto import caffe_pb2 as pb
 
@@ -170,19 +171,6 @@ def _fork_bn(net, node, layer, weights, result) -> bool:
     affine.scale_param.bias_term = True
     weights[layer.name] = [slope, bias]
     return True
-
-
-def interp_matrix(in_size: int, out_size: int, crop_begin: int, crop_end: int) -> np.ndarray:
-    """(out_size, in_size) weights of Caffe's Interp along one axis, after its crop of the input."""
-    from keraffe.keras_layers.resize import interp_taps
-
-    kept = in_size - crop_begin - crop_end
-    first, second, weight = interp_taps(kept, out_size)
-    matrix = np.zeros((out_size, in_size), np.float32)
-    rows = np.arange(out_size)
-    np.add.at(matrix, (rows, first + crop_begin), np.float32(1.0) - weight)
-    np.add.at(matrix, (rows, second + crop_begin), weight)
-    return matrix
 
 
 def _interp(net, node, layer, weights, result) -> bool:

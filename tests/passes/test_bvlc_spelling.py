@@ -5,7 +5,7 @@ import pytest
 
 from keraffe.caffe.net import load_net
 from keraffe.caffe.proto import caffe_pb2 as pb
-from keraffe.caffe.spelling import bvlc_spelling
+from keraffe.passes.bvlc_spelling import bvlc_spelling
 
 NET = """
 name: "forks"

@@ -1,0 +1,210 @@
+"""Reading a Keras 3 model's graph: the one module of keraffe that touches Keras' private attributes.
+
+Keras 3 exposes layers, inputs and outputs publicly, but not the graph that
+connects them: the nodes of a functional model (``_nodes_by_depth``), which
+call of a layer a node is (``_inbound_nodes``), which layer produced a tensor
+(``_keras_history``), the arguments each call received, the graph inside a
+Sequential (``_functional``). The converter, verify and structured pruning all
+need that graph, and Keras may rename any of it in a release. So everything
+that reads it lives here, behind a small public API, and a test
+(tests/test_architecture.py) holds every other module to it.
+
+The graph is read as a stream of :class:`GraphEvent` (see :func:`walk`):
+``"call"`` for one call of one operation (a layer, or a raw ``keras.ops`` call
+recorded in a functional model), and ``"enter"``/``"leave"`` around the calls
+of an inlined graph: a nested Functional or Sequential model, or a composite
+layer whose own ``call`` was traced into a graph (:func:`trace`). A
+:class:`LayerCall` carries the call's operation, its tensor inputs and outputs
+and which call of the operation it is; its Keras node stays private.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator
+
+from keraffe.errors import GraphError
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerCall:
+    """One call of one Keras operation in a graph: what went in, what came out, which call it was."""
+
+    operation: object
+    #: The tensor inputs, flattened in call-argument order.
+    inputs: tuple
+    #: The outputs, flattened.
+    outputs: tuple
+    #: Which call of ``operation`` this is (0 for its first), as Keras counts them.
+    index: int
+    _node: object = dataclasses.field(repr=False)
+
+    def arguments(self) -> tuple[tuple, dict]:
+        """The call's positional and keyword arguments, tensors and constants as the layer received them."""
+        arguments = self._node.arguments
+        return tuple(arguments.args), dict(arguments.kwargs)
+
+    def replay(self, operation, tensors: dict) -> list:
+        """Call ``operation`` with this call's arguments, each tensor replaced by ``tensors[id(tensor)]``.
+
+        Returns the flattened outputs. This is how a graph is run again with
+        other tensors (a rebuilt model, constants propagated through a layer).
+        """
+        import keras
+
+        args, kwargs = self._node.arguments.fill_in(tensors)
+        return keras.tree.flatten(operation(*args, **kwargs))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GraphEvent:
+    """A step of :func:`walk`: ``kind`` is "call", "enter" or "leave".
+
+    For "enter" and "leave", ``graph`` is the inlined graph (a Functional
+    model, or a composite layer's traced call) whose inputs receive
+    ``call.inputs`` and whose outputs become ``call.outputs``.
+    """
+
+    kind: str
+    call: LayerCall
+    graph: object = None
+
+    @property
+    def operation(self):
+        return self.call.operation
+
+
+def is_model(operation) -> bool:
+    """A Functional or Sequential model (a graph of its own), not a plain layer."""
+    import keras
+    from keras.src.models.functional import Functional
+
+    return isinstance(operation, (Functional, keras.Sequential))
+
+
+def functional_of(model):
+    """The functional graph of a Functional or built Sequential model; an error for anything else."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise GraphError(
+                f"the Sequential model '{model.name}' has not been built; give it an Input or call build() first"
+            )
+        return functional
+    if not hasattr(model, "_nodes_by_depth"):
+        raise GraphError(
+            f"'{model.name}' is a subclassed Keras model; only functional and Sequential models have a graph "
+            "keraffe can read"
+        )
+    return model
+
+
+def _call_of(node) -> LayerCall:
+    operation = node.operation
+    inbound = operation._inbound_nodes
+    index = inbound.index(node) if node in inbound else 0
+    return LayerCall(operation, tuple(node.input_tensors), tuple(node.outputs), index, node)
+
+
+def calls(model) -> Iterator[LayerCall]:
+    """Every call of the model's own graph in execution order; nested models are single calls here."""
+    graph = functional_of(model)
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if node.operation and not node.is_input:
+                yield _call_of(node)
+
+
+def walk(model, expand: Callable[[LayerCall], bool] | None = None) -> Iterator[GraphEvent]:
+    """Every layer call in execution order, nested models inlined (a shared one once per call).
+
+    ``expand(call)``, when given, picks plain layers whose own ``call`` is
+    traced (:func:`trace`) and inlined too: composite layers built from other
+    layers and ops, such as keras_hub's blocks.
+    """
+    for call in calls(model):
+        operation = call.operation
+        if is_model(operation):
+            graph = functional_of(operation)
+        elif expand is not None and expand(call):
+            graph = trace(call)
+        else:
+            yield GraphEvent("call", call)
+            continue
+        yield GraphEvent("enter", call, graph)
+        yield from walk(graph, expand)
+        yield GraphEvent("leave", call, graph)
+
+
+def trace(call: LayerCall):
+    """A composite layer's ``call`` as a graph of the layers and ops it uses: a Functional model.
+
+    The layer's ``call`` runs on fresh symbolic inputs shaped like the call's
+    own, so every inner layer and ``keras.ops`` call records a node; the inner
+    layers keep their weights. A layer whose ``call`` cannot run symbolically
+    (Python branching on values, say) cannot be traced: a :class:`GraphError`.
+    """
+    import keras
+
+    layer = call.operation
+    fresh = {id(t): keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=f"{layer.name}_in{i}")
+             for i, t in enumerate(call.inputs)}
+    args, kwargs = call._node.arguments.fill_in(fresh)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("training", "mask")}
+    try:
+        outputs = layer.call(*args, **kwargs)
+        inputs = [fresh[id(t)] for t in call.inputs]
+        graph = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs, name=layer.name)
+    except Exception as error:  # noqa: BLE001 - any failure means the call is not a static graph
+        raise GraphError(f"the call of layer '{layer.name}' ({type(layer).__name__}) cannot be traced into a "
+                         f"graph of Keras layers and ops: {type(error).__name__}: {error}") from None
+    return graph
+
+
+def produced_by(tensor) -> tuple[object, int, int]:
+    """(operation, call index, output index) of the call that produced a Keras tensor."""
+    history = tensor._keras_history
+    return history.operation, history.node_index, history.tensor_index
+
+
+def first_call(operation) -> LayerCall:
+    """The first call of an operation (an InputLayer's only one)."""
+    return _call_of(operation._inbound_nodes[0])
+
+
+def operations_by_name(model) -> dict:
+    """Every operation of a functional model by name, raw keras.ops calls and nested models' layers included."""
+    found = {}
+    for operation in getattr(model, "operations", model.layers):
+        found.setdefault(operation.name, operation)
+        if hasattr(operation, "operations") and operation is not model:
+            for name, inner in operations_by_name(operation).items():
+                found.setdefault(name, inner)
+    return found
+
+
+def output_of(operation, call_index: int, output_index: int):
+    """The Keras tensor that call ``call_index`` of ``operation`` produced as output ``output_index``."""
+    nodes = operation._inbound_nodes
+    if call_index >= len(nodes):
+        raise GraphError(f"layer '{operation.name}' was called {len(nodes)} time(s), not {call_index + 1}")
+    outputs = nodes[call_index].output_tensors
+    if output_index >= len(outputs):
+        raise GraphError(f"layer '{operation.name}' has {len(outputs)} output(s), not {output_index + 1}")
+    return outputs[output_index]
+
+
+def input_structure(model):
+    """The model's inputs in the structure it was built with (a list, a dict, one tensor)."""
+    return functional_of(model)._inputs_struct
+
+
+def output_structure(model):
+    """The model's outputs in the structure it was built with."""
+    return functional_of(model)._outputs_struct
+
+
+__all__ = ["GraphEvent", "LayerCall", "calls", "first_call", "functional_of", "input_structure", "is_model",
+           "operations_by_name", "output_of", "output_structure", "produced_by", "trace", "walk"]
