@@ -137,6 +137,25 @@ def flattened_nhwc(chw: tuple[int, int, int]) -> Layout:
     return Layout((0, 1), tuple(int(d) for d in chw))
 
 
+def without_axes(layout: Layout, keras_axes) -> Layout:
+    """The layout after the Keras axes ``keras_axes`` (and the blob axes that hold them) are dropped."""
+    dropped = {layout.perm[a] for a in keras_axes}
+    kept = [layout.perm[a] for a in range(layout.rank) if a not in set(keras_axes)]
+    return Layout(tuple(c - sum(1 for d in dropped if d < c) for c in kept))
+
+
+def with_unit_axis(layout: Layout, keras_axis: int) -> Layout:
+    """The layout after a size-1 Keras axis is inserted at ``keras_axis``, held as a new last axis of the blob."""
+    perm = list(layout.perm)
+    perm.insert(keras_axis, layout.rank)
+    return Layout(tuple(perm))
+
+
+def transposed(layout: Layout, keras_axes) -> Layout:
+    """The layout of ``transpose(tensor, keras_axes)``, the blob unchanged: only the record of its axes moves."""
+    return Layout(tuple(layout.perm[a] for a in keras_axes))
+
+
 def relative_perm(source: Layout, target: Layout) -> tuple[int, ...]:
     """Keras-side permutation turning a tensor in ``source`` layout into ``target`` layout."""
     return tuple(source.perm.index(a) for a in target.perm)

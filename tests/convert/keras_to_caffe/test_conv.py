@@ -231,11 +231,9 @@ CONV1D_CASES = [
     Case("conv1d_relu_no_bias", ((11, 3),), conv1d(filters=4, kernel_size=3, activation="relu", use_bias=False),
          compared=("conv",)),
     Case("conv1d_then_dense_opencv", ((11, 3),), conv1d_dense, target="opencv", compared=("conv", "dense")),
-    # Dense over the channels of an (N, C, L) blob is a 1x1 convolution; the converter transposes instead.
-    Case("conv1d_then_dense", ((11, 3),), conv1d_dense, compared=("conv", "dense"), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason=(
-             "Dense on a Conv1D output (an (N, C, L) blob) asks for a Permute, which caffe1 lacks; a 1x1 "
-             "convolution over the channels would need none")),)),
+    # Dense over the channels of an (N, C, L) blob is a 1x1 convolution: no transpose, so Caffe 1.0 has it.
+    Case("conv1d_then_dense", ((11, 3),), conv1d_dense, compared=("conv", "dense"),
+         check=lambda e, p: "Permute" not in caffe_types(e, p)),
     Case("conv1d_then_flatten_dense", ((11, 3),),
          lambda x, p: L.Dense(2, name=p + "dense")(L.Flatten(name=p + "flat")(L.Conv1D(4, 3, name=p + "conv")(x[0]))),
          compared=("conv", "dense")),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from ._harness import Batch, Case, assert_case, caffe_types, layer_named, params
+from ._harness import Batch, Case, assert_case, caffe_types, expect_only, layer_named, params
 
 pytestmark = pytest.mark.pycaffe
 
@@ -78,10 +78,10 @@ for cls, short in (("GlobalAveragePooling2D", "gap"), ("GlobalMaxPooling2D", "gm
 
 
 # ---------------------------------------------------------------- pooling over ZeroPadding2D (the zeros count)
-def padded_pool(padding, cls, relu=False, **kwargs):
+def padded_pool(zeros, cls, relu=False, **kwargs):
     def build(x, p):
         y = L.ReLU(name=p + "relu")(x[0]) if relu else x[0]
-        y = L.ZeroPadding2D(padding, name=p + "pad")(y)
+        y = L.ZeroPadding2D(zeros, name=p + "pad")(y)
         return getattr(L, cls)(name=p + "pool", **kwargs)(y)
     return build
 
@@ -102,12 +102,17 @@ CASES += [
     # Padding as wide as the window: Caffe's pooling pad must stay below the kernel size.
     Case("pad_wide_ave_k2", image((9, 11)),
          padded_pool(((2, 2), (0, 3)), "AveragePooling2D", pool_size=2), compared=("pool",)),
-    # Windows wholly inside the padding give 0; exact, but Caffe's pooling pad must stay below the kernel.
+    # Windows wholly inside the padding give 0; Caffe's pooling pad must stay below the kernel, so the
+    # padding is written out (a depthwise convolution with a one-hot kernel) and pooled as it is.
     Case("pad_wide_max_k2", image((9, 11)),
-         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason="MAX pooling over ZeroPadding2D at least as wide as the "
-                                  "window is refused ('no Caffe pooling window layout matches'); AVE has a "
-                                  "convolution fallback, MAX none yet"),)),
+         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",),
+         check=expect_only("Convolution", "Pooling", "Slice", "Silence")),
+    # ZeroPadding2D, then 'same' pooling: both paddings, the zeros counted and the pooling's own not.
+    Case("pad_then_same_max", image((9, 11)),
+         padded_pool(((1, 0), (0, 2)), "MaxPooling2D", pool_size=3, strides=2, padding="same"), compared=("pool",)),
+    Case("pad_then_same_ave", image((12, 10)),
+         padded_pool(((0, 1), (1, 1)), "AveragePooling2D", pool_size=2, strides=2, padding="same"),
+         compared=("pool",)),
     Case("pad_crop_max", image((9, 11)),
          lambda x, p: L.MaxPooling2D(3, 2, name=p + "pool")(
              L.Cropping2D(((0, 2), (1, 0)), name=p + "crop")(L.ZeroPadding2D(((1, 0), (0, 1)), name=p + "pad")(x[0]))),

@@ -11,6 +11,7 @@ layers of one depth newest first).
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 import keraffe
@@ -29,25 +30,40 @@ def message_of(model, target="caffe1", error=KeraffeError) -> str:
     return str(caught.value)
 
 
+def numpy_code(name):
+    """A Lambda running NumPy on its input: arbitrary Python, not a graph of keras.ops (it cannot be traced)."""
+    return L.Lambda(lambda t: np.sin(t), output_shape=lambda shape: shape, name=name)
+
+
 def test_layer_classes_without_caffe_form_are_listed_together():
     x = keras.Input((4, 6), name="x")
-    a = L.Lambda(lambda t: t * 2.0, name="lam_a")(x)
-    b = L.Lambda(lambda t: t + 1.0, name="lam_b")(x)
-    c = L.LSTM(3, name="lstm")(x)
-    model = keras.Model(x, [a, b, c], name="classes")
+    a = numpy_code("lam_a")(x)
+    b = numpy_code("lam_b")(x)
+    c = L.Masking(name="masking")(x)
+    d = L.Lambda(keras.ops.erf, name="lam_erf")(x)  # traced: its call is one op, which Caffe lacks
+    model = keras.Model(x, [a, b, c, d], name="classes")
     assert message_of(model, error=UnsupportedLayerError) == (
-        "cannot convert 2 Keras layer class(es) to Caffe:\n"
-        "  LSTM: 1 layer(s): 'lstm'\n"
-        "  Lambda (arbitrary Python code): 2 layer(s): 'lam_b', 'lam_a'")
+        "cannot convert 3 Keras layer class(es) to Caffe:\n"
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 2 layer(s): 'lam_b', 'lam_a'\n"
+        "  Masking (Caffe has no masks: the masked steps would be computed): 1 layer(s): 'masking'\n"
+        "  ops.Erf (Caffe has no erf): 1 layer(s): 'lam_erf/erf'")
+
+
+def test_a_lambda_of_keras_ops_converts_by_inlining():
+    x = keras.Input((4, 6), name="x")
+    model = keras.Model(x, L.Lambda(lambda t: keras.ops.relu(t * 2.0 + 1.0), name="lam")(x), name="lam_ok")
+    export = convert_model(model)
+    assert [layer.type for layer in export.net.layer] == ["Input", "Power", "Power", "ReLU"]
 
 
 def test_many_layers_of_one_class_are_counted_and_the_first_five_named():
     x = keras.Input((4, 6), name="x")
-    outs = [L.Lambda(lambda t: t, name=f"lam{i}")(x) for i in range(7)]
+    outs = [numpy_code(f"lam{i}")(x) for i in range(7)]
     model = keras.Model(x, outs, name="many")
     assert message_of(model, error=UnsupportedLayerError) == (
         "cannot convert 1 Keras layer class(es) to Caffe:\n"
-        "  Lambda (arbitrary Python code): 7 layer(s): 'lam6', 'lam5', 'lam4', 'lam3', 'lam2' ...")
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 7 layer(s): 'lam6', 'lam5', 'lam4', 'lam3', "
+        "'lam2' ...")
 
 
 def test_inexact_activations_are_listed_together():
@@ -78,13 +94,13 @@ def test_each_inexact_activation_is_refused(name):
 def test_unsupported_classes_and_inexact_layers_in_one_error():
     """A model with a Lambda and an erf GELU: one error names both, so nothing is found one fix at a time."""
     x = keras.Input((6,), name="x")
-    lam = L.Lambda(lambda t: t * 2.0, name="lam")(x)
+    lam = numpy_code("lam")(x)
     gelu = L.Dense(3, activation="gelu", name="dense_gelu")(x)
     model = keras.Model(x, [lam, gelu], name="both")
     message = message_of(model)
     assert message == (
         "cannot convert 1 Keras layer class(es) to Caffe:\n"
-        "  Lambda (arbitrary Python code): 1 layer(s): 'lam'\n"
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 1 layer(s): 'lam'\n"
         "1 Keras layer(s) cannot be expressed exactly for target 'caffe1':\n"
         f"  dense_gelu (Dense): activation 'gelu' {NO_EXACT_FORM}")
 

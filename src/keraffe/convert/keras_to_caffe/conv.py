@@ -42,7 +42,7 @@ def add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilati
 
 def _emit_conv(ctx, operation, call, *, weight, bias, group, strides, dilation):
     """One Caffe Convolution from the (zero padded) input, plus the layer's activation."""
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     bottom = ctx.blob_nchw(value, name)
     act = activation_name(getattr(operation, "activation", None))
@@ -88,7 +88,7 @@ def separable_conv2d(ctx, operation, call):
     channels = weight_array(operation.depthwise_kernel).shape[2]
     name = ctx.layer_name(operation, call)
     dw_name = ctx.unique(f"{name}/depthwise")
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     bottom = ctx.blob_nchw(value, name)
     add_convolution(ctx, dw_name, bottom, dw_name, depthwise, None, channels, operation.strides,
                     operation.dilation_rate, own_padding(operation, value, name))
@@ -112,10 +112,8 @@ def conv2d_transpose(ctx, operation, call):
     make ``after`` negative), zero rows at the kernel's end lengthen the full
     output instead.
     """
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
-    if ctx.is_padding(value):
-        raise ConversionError(f"'{name}': ZeroPadding2D before Conv2DTranspose has no exact Caffe form")
     bottom = ctx.blob_nchw(value, name)
     out_hw = ctx.caffe_shape(call.outputs[0], NHWC)[2:]
     weight = deconv_kernel_to_caffe(weight_array(operation.kernel))

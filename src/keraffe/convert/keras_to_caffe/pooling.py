@@ -11,20 +11,16 @@ from __future__ import annotations
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.layout import NHWC, identity
-from keraffe.passes.absorb_zero_padding import resolve_zero_padding
 from keraffe.passes.pooling_windows import KERAS_POOLING
 from keraffe.windows import same_padding
 
 
 def _pool2d(ctx, operation, call, method):
     """A draft Keras pooling (Keras' windows, rounding and padding), placed in Caffe's by a pass."""
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError(f"'{name}': only channels_last pooling converts")
-    _, zeros = resolve_zero_padding(ctx, value.blob)
-    if zeros is not None and any(p > 0 for pair in zeros for p in pair) and operation.padding == "same":
-        raise ConversionError(f"'{name}': ZeroPadding2D before 'same' pooling has no exact Caffe form")
     bottom = ctx.blob_nchw(value, name)
     if value.non_negative:
         ctx.non_negative.add(bottom)
@@ -56,12 +52,10 @@ def average_pooling2d(ctx, operation, call):
 
 
 def _global(ctx, operation, call, method):
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError(f"'{name}': only channels_last pooling converts")
-    if ctx.is_padding(value):
-        raise ConversionError(f"'{name}': ZeroPadding2D before global pooling has no exact Caffe form")
     bottom = ctx.blob_nchw(value, name)
     keepdims = bool(getattr(operation, "keepdims", False))
     top = name if keepdims else ctx.unique(f"{name}/pooled")
