@@ -131,17 +131,33 @@ def test_target_without_a_needed_layer_type():
     convert_model(model, "caffe1")  # Caffe 1.0 has both
 
 
-def test_caffe1_refuses_a_transpose():
-    """Adding a channels-last Flatten to a Dense output needs Caffe's (C, H, W) order moved: a Permute."""
+def test_caffe1_transposes_without_permute(tmp_path):
+    """Adding a channels-last Flatten to a Dense output needs Caffe's (C, H, W) order moved: Caffe 1.0 has no
+    Permute, so the channel axis is cut into its slices, each reshaped, and concatenated at the end."""
+    from ._harness import assert_verified, randomize
+
     x = keras.Input((2, 3, 2), name="x")
     v = keras.Input((6,), name="v")
     merged = L.Add(name="merge")([L.Flatten(name="flat")(x), L.Dense(12, name="dense")(v)])
     model = keras.Model([x, v], merged, name="transpose")
+    randomize(model)
+    export, _ = assert_verified(model, tmp_path)
+    types = [layer.type for layer in export.net.layer]
+    assert "Permute" not in types and {"Slice", "Concat"} <= set(types)
+    assert any("a transpose without Permute" in item.note for item in export.report)
+
+
+def test_caffe1_refuses_a_transpose_of_a_long_axis():
+    x = keras.Input((2, 3, 300), name="x")
+    v = keras.Input((6,), name="v")
+    merged = L.Add(name="merge")([L.Flatten(name="flat")(x), L.Dense(1800, name="dense")(v)])
+    model = keras.Model([x, v], merged, name="transpose")
     assert message_of(model, "caffe1", ConversionError) == (
         "1 Keras layer(s) cannot be expressed exactly for target 'caffe1':\n"
         "  merge (Add): 'merge' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
-        "target 'caffe1' has none. Target 'opencv' has Permute; or keep channels-last Flatten/Reshape directly "
-        "before a Dense layer, which converts without a transpose")
+        "target 'caffe1' has none, and doing without it would cut an axis into more than 256 slices. Target "
+        "'opencv' has Permute; or keep channels-last Flatten/Reshape directly before a Dense layer, which converts "
+        "without a transpose")
     convert_model(model, "opencv")
 
 

@@ -223,7 +223,7 @@ class KerasToCaffeContext:
             reshape = self.add("Reshape", image, [value.blob])
             reshape.reshape_param.shape.dim.extend([0, h, w, c])
             nchw = self.unique(f"{name}/nchw")
-            self._permute(nchw, image, caffe_permute_order(identity(4), NHWC), hint)
+            self._permute(nchw, image, caffe_permute_order(identity(4), NHWC), hint, (value.shape[0], h, w, c))
             flat = self.add("Flatten", name, [nchw])
             result = flat.top[0]
         elif value.layout.flattened_from is not None:
@@ -233,7 +233,7 @@ class KerasToCaffeContext:
             image = self.unique(f"{name}/image")
             reshape = self.add("Reshape", image, [value.blob])
             reshape.reshape_param.shape.dim.extend([0, c, h, w])
-            self._permute(name, image, caffe_permute_order(NHWC, identity(4)), hint)
+            self._permute(name, image, caffe_permute_order(NHWC, identity(4)), hint, (value.shape[0], c, h, w))
             flat = self.add("Flatten", self.unique(f"{name}/flat"), [name])
             result = flat.top[0]
         else:
@@ -243,23 +243,43 @@ class KerasToCaffeContext:
             target_shape = tuple(value.shape[a] for a in order)
             if _only_unit_axes_move(value.shape, order):
                 reshape = self.add("Reshape", name, [value.blob])
-                reshape.reshape_param.shape.dim.extend((0,) + target_shape[1:])
+                # 0 keeps the batch axis's size, where the batch axis stays first (a time-major blob moves it).
+                reshape.reshape_param.shape.dim.extend((0,) + target_shape[1:] if order[0] == 0 else target_shape)
             else:
-                self._permute(name, value.blob, order, hint)
+                self._permute(name, value.blob, order, hint, value.shape)
             result = name
             self.shapes[result] = target_shape
         self._converted[key] = result
         return result
 
-    def _permute(self, name, bottom, order, hint):
-        if "Permute" not in self.target.layer_types:
-            raise ConversionError(
-                f"'{hint}' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
-                f"target '{self.target.name}' has none. Target 'opencv' has Permute; or keep channels-last "
-                "Flatten/Reshape directly before a Dense layer, which converts without a transpose"
-            )
-        layer = self.add("Permute", name, [bottom])
-        layer.permute_param.order.extend(order)
+    def _permute(self, name, bottom, order, hint, shape):
+        """Blob ``bottom`` (of ``shape``) transposed into ``name``: Permute, or Slice/Reshape/Concat without it.
+
+        Caffe 1.0 has no Permute, but moving one axis is exact with its own
+        layers (:func:`~keraffe.convert.keras_to_caffe.building.move_axis`):
+        used where that axis is short enough to cut into single slices.
+        """
+        from keraffe.convert.keras_to_caffe.building import MOST_PIECES, move_axis
+
+        if "Permute" in self.target.layer_types:
+            layer = self.add("Permute", name, [bottom])
+            layer.permute_param.order.extend(order)
+            return
+        move = _single_move(order)
+        if move is not None and shape[move[0]] <= MOST_PIECES:
+            start = len(self.net.layer)
+            move_axis(self, name, bottom, shape, move[0], move[1], top=name)
+            if self.operation is not None:
+                self.note(self.operation, self.caffe_types(start), f"a transpose without Permute: blob axis "
+                          f"{move[0]} cut into its {shape[move[0]]} slices, reshaped and concatenated as axis "
+                          f"{move[1]}")
+            return
+        raise ConversionError(
+            f"'{hint}' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
+            f"target '{self.target.name}' has none, and doing without it would cut an axis into more than "
+            f"{MOST_PIECES} slices. Target 'opencv' has Permute; or keep channels-last Flatten/Reshape directly "
+            "before a Dense layer, which converts without a transpose"
+        )
 
     def blob_nchw(self, value: CaffeValue, hint: str) -> str:
         """A rank-4 value as an NCHW image blob (what Caffe's spatial layers read)."""
@@ -291,6 +311,15 @@ def _tag(layout: Layout) -> str:
     if layout.is_identity:
         return "keras_order"
     return "axes" + "".join(str(a) for a in layout.perm)
+
+
+def _single_move(order) -> tuple[int, int] | None:
+    """(source, destination) when Permute ``order`` moves one axis and keeps the others in order, else None."""
+    for source in order:
+        rest = [axis for axis in order if axis != source]
+        if rest == sorted(rest):
+            return source, list(order).index(source)
+    return None
 
 
 def _only_unit_axes_move(shape, perm) -> bool:

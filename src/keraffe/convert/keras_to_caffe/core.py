@@ -152,6 +152,28 @@ def permute(ctx, operation, call):
     ctx.alias(call.outputs[0], CaffeValue(value.blob, layout, value.shape, value.non_negative))
 
 
+@keras_layer("Embedding")
+def embedding(ctx, operation, call):
+    """Caffe's Embed: the same (input_dim, output_dim) table, looked up by the index values of a float blob.
+
+    A mask (mask_zero) is not part of the values: the layers that would read
+    it are refused where they do.
+    """
+    if getattr(operation, "quantization_mode", None):
+        raise ConversionError(f"a {operation.quantization_mode}-quantized Embedding is not converted")
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    rank = len(value.shape)
+    blob = ctx.blob_in(value, identity(rank), name)
+    table = weight_array(operation.embeddings)
+    layer = ctx.add("Embed", name, [blob])
+    param = layer.embed_param
+    param.input_dim, param.num_output = table.shape
+    param.bias_term = False
+    ctx.weights[name] = [table]
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(rank + 1))
+
+
 @keras_layer("Dropout")
 def dropout(ctx, operation, call):
     value = ctx.value(call.inputs[0])
