@@ -122,11 +122,13 @@ def identity(rank: int) -> Layout:
 NHWC = Layout(NHWC_PERM)
 #: Caffe (N, C, L) -> Keras (N, L, C): sequences of models with Conv1D.
 NLC = Layout((0, 2, 1))
+#: Caffe (N, C, D, H, W) -> Keras (N, D, H, W, C): volumes, channels first in Caffe as images are.
+NDHWC = Layout((0, 2, 3, 4, 1))
 
 
 def default_layout(rank: int) -> Layout:
-    """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras); others keep Caffe's order."""
-    return NHWC if rank == 4 else identity(rank)
+    """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras), rank-5 ones volumes; others keep Caffe's order."""
+    return NHWC if rank == 4 else NDHWC if rank == 5 else identity(rank)
 
 
 #: Layout of keraffe's DetectionOutput tensor.
@@ -181,6 +183,11 @@ def conv_kernel_to_keras(weight: np.ndarray) -> np.ndarray:
 def conv_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
     """Keras Conv2D kernel (kH, kW, I/g, O) -> Caffe weights (O, I/g, kH, kW)."""
     return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def conv3d_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv3D kernel (kD, kH, kW, I/g, O) -> Caffe N-D convolution weights (O, I/g, kD, kH, kW)."""
+    return np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
 
 
 def depthwise_kernel_to_keras(weight: np.ndarray, channels: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from keraffe.errors import ConversionError, UnsupportedLayerError
 Handler = Callable[..., None]
 
 FAMILIES = ("core", "activations", "conv", "pooling", "normalization", "merging", "reshaping", "keraffe_layers",
-            "sequence", "detection", "ops", "recurrent")
+            "sequence", "detection", "ops", "recurrent", "resizing")
 
 HANDLERS: Registry[Handler] = Registry("Keras -> Caffe handler", __name__, FAMILIES)
 keras_layer = HANDLERS.register

@@ -1,4 +1,4 @@
-"""Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose.
+"""Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose and Conv3D.
 
 A convolution is written with its own padding side by side (``pad_t``,
 ``pad_b``, ``pad_l``, ``pad_r``: TensorFlow's 'same' puts the odd pixel at the
@@ -100,6 +100,50 @@ def separable_conv2d(ctx, operation, call):
     ctx.weights[name] = [pointwise] + ([weight_array(operation.bias)] if operation.use_bias else [])
     ctx.note(operation, ["Convolution", "Convolution"], "depthwise and pointwise convolutions")
     _finish(ctx, operation, call, name, top, act)
+
+
+@keras_layer("Conv3D")
+def conv3d(ctx, operation, call):
+    """Caffe's N-D Convolution over (N, C, D, H, W); uneven 'same' padding made symmetric with zero rows."""
+    from keraffe.layout import NDHWC, conv3d_kernel_to_caffe
+    from keraffe.windows import padded_kernel, undilate_for_uneven_padding
+
+    if getattr(operation, "data_format", "channels_last") != "channels_last":
+        raise ConversionError("only channels_last Conv3D converts")
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    bottom = ctx.blob_in(value, NDHWC, name)
+    weight = conv3d_kernel_to_caffe(weight_array(operation.kernel))
+    sizes = NDHWC.caffe_shape(value.layout.keras_shape(value.shape))[2:]
+    if operation.padding == "same":
+        pads = [same_padding(sizes[axis], operation.kernel_size[axis], operation.strides[axis],
+                             operation.dilation_rate[axis]) for axis in range(3)]
+    elif operation.padding == "valid":
+        pads = [(0, 0)] * 3
+    else:
+        raise ConversionError(f"'{name}': padding {operation.padding!r} is not supported")
+    weight, dilation = undilate_for_uneven_padding(weight, pads, operation.dilation_rate)
+    widened = weight.shape
+    weight, caffe_pad = padded_kernel(weight, pads, dilation, name)
+    act = activation_name(operation.activation)
+    top = name if act == "linear" else f"{name}/linear"
+    layer = ctx.add("Convolution", name, [bottom], [top])
+    param = layer.convolution_param
+    param.num_output = weight.shape[0]
+    param.kernel_size.extend(int(k) for k in weight.shape[2:])
+    if any(s != 1 for s in operation.strides):
+        param.stride.extend(int(s) for s in operation.strides)
+    if any(caffe_pad):
+        param.pad.extend(int(p) for p in caffe_pad)
+    if any(d != 1 for d in dilation):
+        param.dilation.extend(int(d) for d in dilation)
+    if operation.groups != 1:
+        param.group = operation.groups
+    param.bias_term = bool(operation.use_bias)
+    ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
+    if weight.shape != widened:
+        ctx.note(operation, ["Convolution"], "uneven padding made symmetric with zero rows added to the kernel")
+    _finish(ctx, operation, call, name, top, act, NDHWC)
 
 
 @keras_layer("Conv2DTranspose")
