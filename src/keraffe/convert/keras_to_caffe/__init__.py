@@ -290,8 +290,8 @@ def _convert_graph(ctx, model) -> list[str]:
             unwrapped = depth == 0 and call.operation.name == getattr(model, "_keraffe_wraps", None)
             record = not unwrapped and not ctx.scope
             _leave_graph(ctx, call, event.graph, failed, input_blobs if record else None)
-        elif any(id(t) in failed for t in call.inputs) or operation_kind(call.operation) not in HANDLERS \
-                or all(id(t) in mask_only for t in call.outputs):
+        elif any(id(t) in failed and id(t) not in mask_only for t in call.inputs) \
+                or operation_kind(call.operation) not in HANDLERS or all(id(t) in mask_only for t in call.outputs):
             failed.update(id(t) for t in call.outputs)
         else:
             ctx.operation = call.operation

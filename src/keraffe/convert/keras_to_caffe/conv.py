@@ -20,13 +20,13 @@ from keraffe.layout import NHWC, conv_kernel_to_caffe, deconv_kernel_to_caffe, d
 from keraffe.windows import same_padding, set_conv_param
 
 
-def own_padding(operation, value, hint: str) -> list[tuple[int, int]]:
+def own_padding(operation, sizes, hint: str) -> list[tuple[int, int]]:
     """The layer's own (before, after) padding per spatial axis: TensorFlow's 'same', or none."""
     if operation.padding == "valid":
         return [(0, 0), (0, 0)]
     if operation.padding != "same":
         raise ConversionError(f"'{hint}': padding {operation.padding!r} is not supported")
-    return [same_padding(value.shape[2 + axis], operation.kernel_size[axis], operation.strides[axis],
+    return [same_padding(sizes[axis], operation.kernel_size[axis], operation.strides[axis],
                          operation.dilation_rate[axis]) for axis in range(2)]
 
 
@@ -47,7 +47,8 @@ def _emit_conv(ctx, operation, call, *, weight, bias, group, strides, dilation):
     bottom = ctx.blob_nchw(value, name)
     act = activation_name(getattr(operation, "activation", None))
     top = name if act == "linear" else f"{name}/linear"
-    add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilation, own_padding(operation, value, name))
+    add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilation,
+                    own_padding(operation, ctx.shapes[bottom][2:], name))
     return name, top, act
 
 
@@ -91,7 +92,7 @@ def separable_conv2d(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     bottom = ctx.blob_nchw(value, name)
     add_convolution(ctx, dw_name, bottom, dw_name, depthwise, None, channels, operation.strides,
-                    operation.dilation_rate, own_padding(operation, value, name))
+                    operation.dilation_rate, own_padding(operation, ctx.shapes[bottom][2:], name))
     pointwise = conv_kernel_to_caffe(weight_array(operation.pointwise_kernel))
     act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"
@@ -163,7 +164,7 @@ def conv2d_transpose(ctx, operation, call):
     weight = deconv_kernel_to_caffe(weight_array(operation.kernel))
     crops = []
     for axis in range(2):
-        size = value.shape[2 + axis]
+        size = ctx.shapes[bottom][2 + axis]
         effective = operation.dilation_rate[axis] * (operation.kernel_size[axis] - 1) + 1
         full = (size - 1) * operation.strides[axis] + effective
         # The forward convolution of 'same' pads (full - out) in total, the smaller half first.

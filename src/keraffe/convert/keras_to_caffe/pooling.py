@@ -27,7 +27,7 @@ def _pool2d(ctx, operation, call, method):
     kernel = tuple(int(k) for k in operation.pool_size)
     stride = tuple(int(s) for s in operation.strides)
     out = ctx.caffe_shape(call.outputs[0], NHWC)
-    draft_pooling(ctx, name, bottom, method, kernel, stride, operation.padding, value.shape, out)
+    draft_pooling(ctx, name, bottom, method, kernel, stride, operation.padding, ctx.shapes[bottom], out)
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)
 
 
