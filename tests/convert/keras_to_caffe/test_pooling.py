@@ -1,4 +1,4 @@
-"""Pooling against real Caffe: MaxPooling2D, AveragePooling2D, the global poolings, and pooling over ZeroPadding2D.
+"""Pooling against real Caffe: MaxPooling2D/3D, AveragePooling2D/3D, the global poolings, pooling over padding.
 
 Caffe 1.0 pooling always rounds up and pads symmetrically; Keras 'valid'
 rounds down and 'same' pads the odd pixel at the end. keraffe places Keras'
@@ -155,7 +155,22 @@ TARGET_CASES.append(Case("caffe_floor_max_k2_odd", image((9, 11)), pool("MaxPool
 TARGET_CASES.append(Case("opencv_floor_max_k2_odd", image((9, 11)), pool("MaxPooling2D", pool_size=2),
                          target="opencv", runtime="caffe", check=rounds_down))
 
-ALL = CASES + TARGET_CASES
+# ---------------------------------------------------------------- 3-D: a pooling of every depth plane, then along depth
+VOLUME_CASES = []
+for cls, short in (("MaxPooling3D", "max"), ("AveragePooling3D", "ave")):
+    VOLUME_CASES += [
+        Case(f"{short}3d_k2_valid_odd", ((5, 7, 9, 2),), pool(cls, pool_size=2), compared=("pool",)),
+        Case(f"{short}3d_k3_s2_same_odd", ((5, 7, 9, 2),), pool(cls, pool_size=3, strides=2, padding="same"),
+             compared=("pool",)),
+        Case(f"{short}3d_k322_s212_same_even", ((6, 8, 4, 3),),
+             pool(cls, pool_size=(3, 2, 2), strides=(2, 1, 2), padding="same"), compared=("pool",)),
+        Case(f"{short}3d_k2_s1_valid", ((4, 5, 6, 2),), pool(cls, pool_size=2, strides=1), compared=("pool",)),
+    ]
+VOLUME_CASES.append(Case("max3d_after_relu", ((5, 6, 7, 2),),
+                         lambda x, p: L.MaxPooling3D(3, 2, padding="same", name=p + "pool")(
+                             L.ReLU(name=p + "relu")(x[0])), compared=("pool",)))
+
+ALL = CASES + TARGET_CASES + VOLUME_CASES
 
 
 @pytest.fixture(scope="module")

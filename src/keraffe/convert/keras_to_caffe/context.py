@@ -265,14 +265,22 @@ class KerasToCaffeContext:
             layer = self.add("Permute", name, [bottom])
             layer.permute_param.order.extend(order)
             return
-        move = _single_move(order)
-        if move is not None and shape[move[0]] <= MOST_PIECES:
+        moves = _moves(order)
+        if all(shape[source_axis] <= MOST_PIECES for source_axis in (axis for axis, _ in moves)):
             start = len(self.net.layer)
-            move_axis(self, name, bottom, shape, move[0], move[1], top=name)
+            current, current_shape = bottom, list(shape)
+            arrangement = list(range(len(shape)))
+            for number, (axis, destination) in enumerate(moves):
+                source = arrangement.index(axis)
+                last = number == len(moves) - 1
+                current = move_axis(self, self.unique(f"{name}/move{number}") if not last else name, current,
+                                    current_shape, source, destination, top=name if last else None)
+                arrangement.insert(destination, arrangement.pop(source))
+                current_shape.insert(destination, current_shape.pop(source))
             if self.operation is not None:
-                self.note(self.operation, self.caffe_types(start), f"a transpose without Permute: blob axis "
-                          f"{move[0]} cut into its {shape[move[0]]} slices, reshaped and concatenated as axis "
-                          f"{move[1]}")
+                self.note(self.operation, self.caffe_types(start), "a transpose without Permute: "
+                          + "; ".join(f"blob axis {axis} cut into its {shape[axis]} slices and concatenated as axis "
+                                      f"{destination}" for axis, destination in moves))
             return
         raise ConversionError(
             f"'{hint}' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
@@ -313,13 +321,15 @@ def _tag(layout: Layout) -> str:
     return "axes" + "".join(str(a) for a in layout.perm)
 
 
-def _single_move(order) -> tuple[int, int] | None:
-    """(source, destination) when Permute ``order`` moves one axis and keeps the others in order, else None."""
-    for source in order:
-        rest = [axis for axis in order if axis != source]
-        if rest == sorted(rest):
-            return source, list(order).index(source)
-    return None
+def _moves(order) -> list[tuple[int, int]]:
+    """Permute ``order`` as single-axis moves: (the bottom axis moved, where it goes), applied in turn."""
+    arrangement = list(range(len(order)))
+    moves = []
+    for destination, axis in enumerate(order):
+        if arrangement.index(axis) != destination:
+            arrangement.insert(destination, arrangement.pop(arrangement.index(axis)))
+            moves.append((axis, destination))
+    return moves
 
 
 def _only_unit_axes_move(shape, perm) -> bool:

@@ -325,8 +325,8 @@ def cast(ctx, operation, call):
 
 def _reduced_axes(operation, rank) -> list[int]:
     axis = operation.axis
-    if axis is None:
-        return list(range(1, rank))
+    if axis is None:  # everything, the batch axis included
+        axis = list(range(rank))
     axes = sorted({a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])})
     if 0 in axes:
         raise ConversionError("a reduction over the batch axis has no Caffe form (Caffe works per sample)")
@@ -388,14 +388,14 @@ def _reduce_run(ctx, name, blob, shape, first, last, kind) -> tuple[str, list]:
     """Reduce blob axes first..last (kept as size 1); returns (blob, shape)."""
     size = int(np.prod(shape[first:last + 1]))
     after_shape = shape[:first] + [1] * (last - first + 1) + shape[last + 1:]
-    if last == len(shape) - 1 and kind in ("mean", "sum"):
+    image = len(shape) == 4 and (first, last) == (2, 3)
+    if last == len(shape) - 1 and kind in ("mean", "sum") and not image:
         layer = ctx.add("Reduction", name, [blob])
         layer.reduction_param.operation = getattr(layer.reduction_param, kind.upper())
         layer.reduction_param.axis = first
         return layer.top[0], after_shape
     before = int(np.prod(shape[1:first]))
     after = int(np.prod(shape[last + 1:]))
-    image = len(shape) == 4 and (first, last) == (2, 3)
     bottom = blob if image else reshape(ctx, ctx.unique(f"{name}/as_image"), blob, [0, before, size, after])
     pooled = ctx.unique(f"{name}/pooled")
     layer = ctx.add("Pooling", pooled, [bottom])
@@ -624,15 +624,19 @@ def _slice_range(ctx, name, blob, shape, axis, key: slice) -> tuple[str, int]:
         if (start, stop) == (0, size):
             return blob, size
         return slice_axis(ctx, ctx.unique(name), blob, axis, [(start, stop)], size)[0], count
-    end = start + step * count
-    if end > size:
-        raise ConversionError(f"a slice with step {step} whose last step runs past the axis ({start}:{stop} of "
-                              f"{size}) has no Caffe 1.0 form")
-    cut = slice_axis(ctx, ctx.unique(name), blob, axis, [(start, end)], size)[0]
-    split = shape[:axis] + [count, step] + shape[axis + 1:]
-    split_blob = reshape(ctx, ctx.unique(f"{name}/steps"), cut, split)
-    first = slice_axis(ctx, ctx.unique(f"{name}/every{step}"), split_blob, axis + 1, [(0, 1)], step)[0]
-    return reshape(ctx, ctx.unique(f"{name}/strided"), first, shape[:axis] + [count] + shape[axis + 1:]), count
+    # Whole strides fit before the axis ends: cut them, split the axis into (n, step), keep the first of each.
+    whole = min(count, (size - start) // step)
+    parts = []
+    if whole:
+        cut = slice_axis(ctx, ctx.unique(name), blob, axis, [(start, start + step * whole)], size)[0]
+        split_blob = reshape(ctx, ctx.unique(f"{name}/steps"), cut, shape[:axis] + [whole, step] + shape[axis + 1:])
+        first = slice_axis(ctx, ctx.unique(f"{name}/every{step}"), split_blob, axis + 1, [(0, 1)], step)[0]
+        parts.append(reshape(ctx, ctx.unique(f"{name}/strided"), first, shape[:axis] + [whole] + shape[axis + 1:]))
+    if whole < count:
+        # The last element, whose stride runs past the axis: one more single slice.
+        last = start + step * whole
+        parts.append(slice_axis(ctx, ctx.unique(f"{name}/last"), blob, axis, [(last, last + 1)], size)[0])
+    return concat(ctx, ctx.unique(f"{name}/every{step}_all"), parts, axis), count
 
 
 @keras_layer("ops.Split")
