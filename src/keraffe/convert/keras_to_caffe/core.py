@@ -16,6 +16,7 @@ from keraffe.convert.keras_to_caffe.context import CaffeValue
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
 from keraffe.layout import NHWC, NLC, Layout, dense_rows_nhwc_to_nchw, flattened_nhwc, identity
+from keraffe.passes.drafting import set_power
 
 
 
@@ -161,10 +162,7 @@ def _power(ctx, operation, call, scale=1.0, shift=0.0):
     value = ctx.value(call.inputs[0])
     name = ctx.unique(operation.name)
     layer = ctx.add("Power", name, [value.blob])
-    if scale != 1.0:
-        layer.power_param.scale = float(scale)
-    if shift != 0.0:
-        layer.power_param.shift = float(shift)
+    set_power(layer.power_param, scale=scale, shift=shift)
     non_negative = value.non_negative and scale >= 0 and shift >= 0
     ctx.emit(operation, call, 0, call.outputs[0], name, value.layout, non_negative=non_negative)
 
