@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from keraffe.errors import ConversionError
+from keraffe.passes.drafting import keep_range
 from keraffe.windows import set_conv_param
 
 #: The draft layer type the ZeroPadding2D handler writes.
@@ -80,20 +81,8 @@ def cut_negative_padding(ctx, name: str, blob: str, pads):
         if not cut_before and not cut_after:
             continue
         size = shape[2 + axis]
-        layer = ctx.add("Slice", ctx.unique(f"{name}/precrop{axis + 2}"), [blob], [])
-        layer.slice_param.axis = axis + 2
-        tops = []
-        if cut_before:
-            layer.slice_param.slice_point.append(cut_before)
-            tops.append(ctx.unique(f"{name}/precrop{axis + 2}_start"))
-            unused.append(tops[-1])
-        blob = ctx.unique(f"{name}/precrop{axis + 2}_kept")
-        tops.append(blob)
-        if cut_after:
-            layer.slice_param.slice_point.append(size - cut_after)
-            tops.append(ctx.unique(f"{name}/precrop{axis + 2}_end"))
-            unused.append(tops[-1])
-        layer.top.extend(tops)
+        blob = keep_range(ctx, ctx.unique(f"{name}/precrop{axis + 2}"), blob, axis + 2, size, cut_before, cut_after,
+                          ctx.unique(f"{name}/precrop{axis + 2}_kept"), f"{name}/precrop{axis + 2}", unused)
         shape[2 + axis] = size - cut_before - cut_after
         ctx.shapes[blob] = tuple(shape)
     ctx.add("Silence", ctx.unique(f"{name}/precrop_discard"), unused, [])

@@ -35,6 +35,7 @@ from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import ConversionError
 from keraffe.passes.absorb_zero_padding import (cut_negative_padding, padding_fill, resolve_zero_padding,
                                                 write_zero_padding)
+from keraffe.passes.drafting import eltwise, keep_range, power
 from keraffe.windows import AxisPlan, padded_kernel, plan_axis, set_conv_param
 
 #: The draft layer type the Keras pooling handlers write.
@@ -141,8 +142,8 @@ def _write(ctx, pool: _KerasPooling, plans) -> None:
     _pool_layer(ctx, name, pool.source, pool_top, pool.method, pool.kernel, pool.stride, plans)
     if ave_fix:
         coverage = _coverage(ctx, name, pool.source, pool.kernel, pool.stride, plans)
-        inverse = _power(ctx, f"{name}/inverse_coverage", coverage, power=-1.0)
-        _eltwise(ctx, f"{name}/divide", [pool_top, inverse], "prod", top=exact_top)
+        inverse = power(ctx, f"{name}/inverse_coverage", coverage, power=-1.0)
+        eltwise(ctx, f"{name}/divide", [pool_top, inverse], "prod", top=exact_top)
     current = exact_top
     if sliced:
         unused: list[str] = []
@@ -150,7 +151,8 @@ def _write(ctx, pool: _KerasPooling, plans) -> None:
         for n, axis in enumerate(axes):
             size = plans[axis].skip_start + pool.out_hw[axis] + plans[axis].skip_end
             kept = final if n == len(axes) - 1 else ctx.unique(f"{name}/crop{axis + 2}_kept")
-            current = _slice_axis(ctx, name, current, axis + 2, plans[axis], size, unused, kept)
+            current = keep_range(ctx, ctx.unique(f"{name}/crop{axis + 2}"), current, axis + 2, size,
+                                 plans[axis].skip_start, plans[axis].skip_end, kept, f"{name}/crop{axis + 2}", unused)
         ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
     if max_fix:
         _max_with_zeros(ctx, name, pool.source, current, pool.shape[1], pool.kernel, pool.stride, pool.pads)
@@ -185,22 +187,6 @@ def _no_plan(ctx, name, sizes, kernel, stride, pads, out_hw, need_divisor) -> Co
     return ConversionError(f"'{name}': no Caffe pooling window layout matches Keras' on axis {axis}")
 
 
-def _slice_axis(ctx, name, bottom, axis, plan: AxisPlan, size, unused, kept):
-    """Keep Caffe positions [skip_start, size - skip_end) of ``axis`` in blob ``kept``; the rest go to ``unused``."""
-    layer = ctx.add("Slice", ctx.unique(f"{name}/crop{axis}"), [bottom], [])
-    layer.slice_param.axis = axis
-    tops = []
-    if plan.skip_start:
-        layer.slice_param.slice_point.append(plan.skip_start)
-        tops.append(ctx.unique(f"{name}/crop{axis}_start"))
-        unused.append(tops[-1])
-    tops.append(kept)
-    if plan.skip_end:
-        layer.slice_param.slice_point.append(size - plan.skip_end)
-        tops.append(ctx.unique(f"{name}/crop{axis}_end"))
-        unused.append(tops[-1])
-    layer.top.extend(tops)
-    return kept
 
 
 def _pool_layer(ctx, name, bottom, top, method, kernel, stride, plans):
@@ -225,29 +211,13 @@ def _pool_layer(ctx, name, bottom, top, method, kernel, stride, plans):
     return layer
 
 
-def _power(ctx, name, bottom, power=1.0, scale=1.0, shift=0.0):
-    layer = ctx.add("Power", ctx.unique(name), [bottom])
-    if power != 1.0:
-        layer.power_param.power = power
-    if scale != 1.0:
-        layer.power_param.scale = scale
-    if shift != 0.0:
-        layer.power_param.shift = shift
-    return layer.top[0]
 
 
-def _eltwise(ctx, name, bottoms, operation=None, coeff=None, top=None):
-    layer = ctx.add("Eltwise", ctx.unique(name), bottoms, [top] if top else None)
-    if operation == "prod":
-        layer.eltwise_param.operation = layer.eltwise_param.PROD
-    if coeff:
-        layer.eltwise_param.coeff.extend(coeff)
-    return layer.top[0]
 
 
 def _coverage(ctx, name, bottom, kernel, stride, plans):
     """Caffe's AVE pooling of a ones tensor: real pixels / Caffe's divisor, per window."""
-    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    ones = power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
     coverage = ctx.unique(f"{name}/coverage")
     _pool_layer(ctx, coverage, ones, coverage, "ave", kernel, stride, plans)
     return coverage
@@ -260,21 +230,21 @@ def _max_with_zeros(ctx, name, bottom, pooled, channels, kernel, stride, pads):
     windows, counts each window's real pixels exactly; windows short of kH*kW
     touch padding. border = clip(2 * (kH*kW - count), 0, 1) is exactly 0 or 1.
     """
-    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    ones = power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
     weight, caffe_pad = padded_kernel(np.ones((channels, 1) + kernel, np.float32), pads, (1, 1), name)
     count = ctx.add("Convolution", ctx.unique(f"{name}/count"), [ones])
     set_conv_param(count.convolution_param, channels, weight.shape[2:], stride, caffe_pad, (1, 1), channels, False)
     ctx.weights[count.name] = [weight]
     area = float(kernel[0] * kernel[1])
-    spread = _power(ctx, f"{name}/border_spread", count.top[0], scale=-2.0, shift=2.0 * area)
+    spread = power(ctx, f"{name}/border_spread", count.top[0], scale=-2.0, shift=2.0 * area)
     positive = ctx.add("ReLU", ctx.unique(f"{name}/border_relu"), [spread]).top[0]
-    excess = _power(ctx, f"{name}/border_excess", spread, shift=-1.0)
+    excess = power(ctx, f"{name}/border_excess", spread, shift=-1.0)
     excess = ctx.add("ReLU", ctx.unique(f"{name}/border_excess_relu"), [excess]).top[0]
-    border = _eltwise(ctx, f"{name}/border", [positive, excess], coeff=[1.0, -1.0])
-    negative = _power(ctx, f"{name}/negate", pooled, scale=-1.0)
+    border = eltwise(ctx, f"{name}/border", [positive, excess], coeff=[1.0, -1.0])
+    negative = power(ctx, f"{name}/negate", pooled, scale=-1.0)
     negative = ctx.add("ReLU", ctx.unique(f"{name}/negative_part"), [negative]).top[0]
-    lift = _eltwise(ctx, f"{name}/lift", [border, negative], "prod")
-    return _eltwise(ctx, f"{name}/with_zeros", [pooled, lift], top=name)
+    lift = eltwise(ctx, f"{name}/lift", [border, negative], "prod")
+    return eltwise(ctx, f"{name}/with_zeros", [pooled, lift], top=name)
 
 
 def _average_as_convolution(ctx, name, bottom, channels, kernel, stride, pads):

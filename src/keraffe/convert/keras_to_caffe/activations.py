@@ -16,6 +16,7 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
+from keraffe.passes.drafting import set_power
 
 #: Activations whose output is never negative (lets later zero padding fold into MAX pooling).
 NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus", "exponential", "hard_sigmoid"})
@@ -60,12 +61,7 @@ class ActivationBuilder:
 
     def power(self, bottom, part, final=False, power=1.0, scale=1.0, shift=0.0):
         layer = self._layer("Power", part, [bottom], final)
-        if power != 1.0:
-            layer.power_param.power = power
-        if scale != 1.0:
-            layer.power_param.scale = scale
-        if shift != 0.0:
-            layer.power_param.shift = shift
+        set_power(layer.power_param, power, scale, shift)
         return layer.top[0]
 
     def simple(self, type_name, bottom, part, final=False):

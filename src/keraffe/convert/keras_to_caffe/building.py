@@ -103,14 +103,11 @@ def move_axis(ctx, name: str, bottom: str, shape, source: int, destination: int,
 
 
 def scaled(ctx, name: str, bottom: str, power: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> str:
-    """Caffe's Power layer: (shift + scale * x) ** power."""
+    """Caffe's Power layer named exactly ``name``: (shift + scale * x) ** power."""
+    from keraffe.passes.drafting import set_power
+
     layer = ctx.add("Power", name, [bottom])
-    if power != 1.0:
-        layer.power_param.power = float(power)
-    if scale != 1.0:
-        layer.power_param.scale = float(scale)
-    if shift != 0.0:
-        layer.power_param.shift = float(shift)
+    set_power(layer.power_param, power, scale, shift)
     return layer.top[0]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.layout import NHWC
+from keraffe.passes.drafting import keep_range
 
 
 def _pairs(padding):
@@ -59,21 +60,10 @@ def cropping2d(ctx, operation, call):
         return
     for n, axis in enumerate(axes):
         begin, end = crops[axis]
-        layer = ctx.add("Slice", name if n == len(axes) - 1 else ctx.unique(f"{name}/axis{axis + 2}"), [current], [])
-        layer.slice_param.axis = axis + 2
-        tops = []
-        if begin:
-            layer.slice_param.slice_point.append(begin)
-            tops.append(ctx.unique(f"{name}/cut{axis + 2}_start"))
-            unused.append(tops[-1])
-        kept = name if n == len(axes) - 1 else ctx.unique(f"{name}/kept{axis + 2}")
-        tops.append(kept)
-        if end:
-            layer.slice_param.slice_point.append(sizes[axis] - end)
-            tops.append(ctx.unique(f"{name}/cut{axis + 2}_end"))
-            unused.append(tops[-1])
-        layer.top.extend(tops)
-        current = kept
+        last = n == len(axes) - 1
+        current = keep_range(ctx, name if last else ctx.unique(f"{name}/axis{axis + 2}"), current, axis + 2, sizes[axis],
+                             begin, end, name if last else ctx.unique(f"{name}/kept{axis + 2}"), f"{name}/cut{axis + 2}",
+                             unused)
     ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
     ctx.note(operation, ["Slice", "Silence"], "cropping as Slice, cut edges silenced")
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)
