@@ -92,14 +92,9 @@ def _pool3d(ctx, operation, call, method):
     ctx.emit(operation, call, 0, call.outputs[0], name, NDHWC, non_negative=value.non_negative)
 
 
-@keras_layer("MaxPooling3D")
-def max_pooling3d(ctx, operation, call):
-    _pool3d(ctx, operation, call, "max")
-
-
-@keras_layer("AveragePooling3D")
-def average_pooling3d(ctx, operation, call):
-    _pool3d(ctx, operation, call, "ave")
+@keras_layer("MaxPooling3D", "AveragePooling3D")
+def pooling3d(ctx, operation, call):
+    _pool3d(ctx, operation, call, "max" if type(operation).__name__ == "MaxPooling3D" else "ave")
 
 
 @keras_layer("MaxPooling2D")
