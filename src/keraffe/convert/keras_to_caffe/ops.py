@@ -307,12 +307,14 @@ def maximum_minimum(ctx, operation, call):
     _emit(ctx, operation, call, top, value.layout, non_negative=is_max and c >= 0)
 
 
-@keras_layer("ops.Cast")
+@keras_layer("ops.Cast", "ops.ConvertToTensor")
 def cast(ctx, operation, call):
     """A cast between float types changes nothing at float32; any other cast would round or wrap."""
     import keras
 
-    dtype = keras.backend.standardize_dtype(operation.dtype)
+    if getattr(operation, "sparse", False) or getattr(operation, "ragged", False):
+        raise ConversionError("a sparse or ragged tensor has no Caffe form")
+    dtype = keras.backend.standardize_dtype(operation.dtype or call.inputs[0].dtype)
     source = keras.backend.standardize_dtype(call.inputs[0].dtype)
     if not dtype.startswith("float") or not source.startswith("float"):
         raise ConversionError(f"a cast from {source} to {dtype} has no Caffe form (Caffe blobs are float)")
