@@ -8,6 +8,8 @@ class called like one of keraffe's layers never reaches keraffe's handler.
 
 from __future__ import annotations
 
+import re
+
 import keras
 import pytest
 
@@ -163,7 +165,7 @@ def test_a_layer_that_cannot_be_traced_is_refused_with_the_others():
     assert message.startswith("cannot convert 2 Keras layer class(es) to Caffe:\n")
     assert (f"  {__name__}.ValueBranch (no handler, and the call of layer 'branch' (ValueBranch) cannot be traced "
             "into a graph of Keras layers and ops: ") in message
-    assert "  ops.Erf (Caffe has no erf): 1 layer(s): 'lam/erf'" in message
+    assert re.search(r"  ops.Erf \(Caffe has no erf\): 1 layer\(s\): 'lam/erf(_\d+)?'", message)
 
 
 # ---------------------------------------------------------------- handlers by registered name

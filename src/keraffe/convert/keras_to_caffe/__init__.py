@@ -148,9 +148,27 @@ def _mask_only(calls) -> set[int]:
     return {m for m in masks if m not in other_reads}
 
 
-#: Why layers keraffe never converts have no Caffe form.
+#: Why the layers and keras.ops calls keraffe never converts have no Caffe form (refusals say it).
 NO_CAFFE_FORM = {
     "Masking": "Caffe has no masks: the masked steps would be computed",
+    "ops.Erf": "Caffe has no erf",
+    "ops.Erfinv": "Caffe has no erf",
+    "ops.Einsum": "einsum is not converted: a product of two activations (attention's scores) has no Caffe 1.0 "
+                  "layer, and a product by a constant converts when written as x @ W or a Dense layer",
+    "ops.DotProductAttention": "a product of two activations (attention's scores) has no Caffe 1.0 layer",
+    "ops.Where": "a data-dependent choice",
+    "ops.Nonzero": "a data-dependent shape",
+    "ops.Unique": "a data-dependent shape",
+    "ops.Argsort": "sorting has no Caffe layer",
+    "ops.Sort": "sorting has no Caffe layer",
+    "ops.TopK": "sorting has no Caffe layer",
+    "ops.Floor": "Caffe has no rounding",
+    "ops.Ceil": "Caffe has no rounding",
+    "ops.Round": "Caffe has no rounding",
+    "ops.Sign": "Caffe has no sign",
+    "ops.Cumsum": "Caffe 1.0 has no cumulative sum",
+    "ops.Take": "a data-dependent gather",
+    "ops.TakeAlongAxis": "a data-dependent gather",
     "MultiHeadAttention": "a product of two activations (attention's scores) has no Caffe 1.0 layer",
     "Attention": "a product of two activations (attention's scores) has no Caffe 1.0 layer",
     "AdditiveAttention": "a product of two activations (attention's scores) has no Caffe 1.0 layer",
@@ -159,10 +177,8 @@ NO_CAFFE_FORM = {
 
 def _why_not(kind: str, error) -> str | None:
     """The reason shown for a layer class or op that has no handler (and whose call, if any, was not traced)."""
-    from keraffe.convert.keras_to_caffe.ops import NO_CAFFE_FORM as NO_CAFFE_OP
-
-    if kind in NO_CAFFE_FORM or kind in NO_CAFFE_OP:
-        return NO_CAFFE_FORM.get(kind) or NO_CAFFE_OP[kind]
+    if kind in NO_CAFFE_FORM:
+        return NO_CAFFE_FORM[kind]
     if kind == "Lambda":
         return "arbitrary Python code, not a graph of keras.ops"
     if error is not None:

@@ -34,29 +34,6 @@ from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
 from keraffe.layout import Layout, identity, transposed, with_unit_axis, without_axes
 
-#: Why the ops that have no handler here have no exact Caffe form (the refusal names the reason).
-NO_CAFFE_FORM = {
-    "ops.Erf": "Caffe has no erf",
-    "ops.Erfinv": "Caffe has no erf",
-    "ops.Einsum": "einsum is not converted: a product of two activations (attention's scores) has no Caffe 1.0 "
-                  "layer, and a product by a constant converts when written as x @ W or a Dense layer",
-    "ops.DotProductAttention": "a product of two activations (attention's scores) has no Caffe 1.0 layer",
-    "ops.Where": "a data-dependent choice",
-    "ops.Nonzero": "a data-dependent shape",
-    "ops.Unique": "a data-dependent shape",
-    "ops.Argsort": "sorting has no Caffe layer",
-    "ops.Sort": "sorting has no Caffe layer",
-    "ops.TopK": "sorting has no Caffe layer",
-    "ops.Floor": "Caffe has no rounding",
-    "ops.Ceil": "Caffe has no rounding",
-    "ops.Round": "Caffe has no rounding",
-    "ops.Sign": "Caffe has no sign",
-    "ops.Cumsum": "Caffe 1.0 has no cumulative sum",
-    "ops.Take": "a data-dependent gather",
-    "ops.TakeAlongAxis": "a data-dependent gather",
-}
-
-
 def _arguments(call) -> list:
     return list(call.arguments()[0])
 
@@ -683,4 +660,4 @@ def matmul(ctx, operation, call):
     affine(ctx, operation, call, value, weight, None, "linear", ctx.layer_name(operation, call))
 
 
-__all__ = ["NO_CAFFE_FORM", "constant_array"]
+__all__ = ["constant_array"]
