@@ -114,6 +114,10 @@ CASES = [
     Case("td_conv", ((3, 7, 5, 2),),
          layer(lambda p: L.TimeDistributed(L.Conv2D(3, 3, strides=2, padding="same"), name=p + "td")),
          compared=("td",)),
+    # A layer with no handler of its own (a Lambda of keras.ops) under TimeDistributed: traced and inlined.
+    Case("td_composite", SEQUENCE,
+         layer(lambda p: L.TimeDistributed(L.Lambda(lambda t: keras.ops.relu(t) * 2.0 - t), name=p + "td")),
+         compared=("td",)),
     Case("td_pool_then_lstm", ((4, 6, 6, 2),),
          lambda x, p: L.LSTM(3, name=p + "rnn")(L.TimeDistributed(L.Flatten(), name=p + "flat")(
              L.TimeDistributed(L.MaxPooling2D(2), name=p + "td")(x[0]))), compared=("td", "rnn")),
@@ -199,3 +203,19 @@ def test_stateful_and_initial_state_are_refused():
     message = str(caught.value)
     assert "stateful (SimpleRNN): a stateful RNN carries its state from one batch to the next" in message
     assert "seeded (GRU): an RNN given initial_state is not converted" in message
+
+
+def test_the_cli_report_says_which_recurrent_form_was_chosen(tmp_path, capsys):
+    from keraffe.cli.main import main
+
+    x = keras.Input((6, 3), name="x")
+    y = L.LSTM(4, return_sequences=True, name="lstm")(x)
+    y = L.GRU(3, name="gru")(y)
+    model = keras.Model(x, y, name="report")
+    model.save(tmp_path / "model.keras")
+    assert main(["keras2caffe", str(tmp_path / "model.keras"), "-o", str(tmp_path / "net.prototxt")]) == 0
+    lines = capsys.readouterr().out.split("layers that did not map one to one:")[1].strip().splitlines()
+    lstm = next(line.strip() for line in lines if line.strip().startswith("lstm (LSTM)"))
+    gru = next(line.strip() for line in lines if line.strip().startswith("gru (GRU)"))
+    assert "Caffe's LSTM (native): gates reordered" in lstm and "DummyData" in lstm
+    assert "unrolled over its 6 steps with Caffe 1.0 layers (Caffe has no GRU layer)" in gru

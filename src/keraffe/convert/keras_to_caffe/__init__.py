@@ -277,6 +277,15 @@ def _output_blobs(ctx, model) -> list[str]:
     return blobs
 
 
+def convert_graph(ctx, graph) -> list[str]:
+    """Convert the calls of ``graph``, whose inputs already hold values; returns the problems (see convert_model).
+
+    For handlers that apply a layer the model's graph does not show as a call
+    of its own (TimeDistributed's layer over the folded batch).
+    """
+    return _convert_graph(ctx, graph)
+
+
 def _convert_graph(ctx, model) -> list[str]:
     """Run every layer call's handler; returns the problems, one line per layer that cannot be exact.
 
@@ -291,6 +300,7 @@ def _convert_graph(ctx, model) -> list[str]:
     events = list(converted_events(model))
     mask_only = _mask_only([e.call for e, _ in events if e.kind == "call"])
     depth = 0
+    inlined_from: list[int] = []
     for event, scope in events:
         call = event.call
         if event.kind == "enter":
@@ -298,10 +308,15 @@ def _convert_graph(ctx, model) -> list[str]:
             depth += 1
             if event.traced:
                 ctx.scope.append(scope[-1])
+                inlined_from.append(len(ctx.net.layer))
         elif event.kind == "leave":
             depth -= 1
             if event.traced:
                 ctx.scope.pop()
+                start = inlined_from.pop()
+                types = ctx.caffe_types(start)
+                ctx.note(call.operation, sorted(set(types)), f"composite layer inlined: its call became "
+                         f"{len(types)} Caffe layer(s), named under '{scope[-1]}'")
             # The user's own model inside with_input_shape's wrapper keeps its layers' names in the map.
             unwrapped = depth == 0 and call.operation.name == getattr(model, "_keraffe_wraps", None)
             record = not unwrapped and not ctx.scope

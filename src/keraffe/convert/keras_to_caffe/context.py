@@ -94,8 +94,14 @@ class KerasToCaffeContext:
 
     def add(self, type_name: str, name: str, bottoms, tops=None, weights=None) -> pb.LayerParameter:
         if type_name not in self.target.layer_types:
+            from keraffe.convert.keras_to_caffe.targets import TARGETS
+
+            others = [f"'{t.name}'" for t in TARGETS.values() if type_name in t.layer_types]
+            has = ""
+            if others:
+                has = f" (target {others[0]} has it)" if len(others) == 1 else f" (targets {', '.join(others)} have it)"
             raise ConversionError(
-                f"a {type_name} layer is needed for '{name}', and target '{self.target.name}' has no {type_name}"
+                f"a {type_name} layer is needed for '{name}', and target '{self.target.name}' has no {type_name}{has}"
             )
         return self.add_draft(type_name, name, bottoms, tops, weights)
 

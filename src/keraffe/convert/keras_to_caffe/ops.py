@@ -327,8 +327,8 @@ def _runs(axes) -> list[tuple[int, int]]:
 def reduce(ctx, operation, call):
     """A reduction over Keras axes: the blob axes that hold them, one run of consecutive axes at a time.
 
-    A run that ends the blob is Caffe's Reduction (SUM or MEAN). Any other
-    run is pooled: the blob reshaped to (N, before, run, after) and pooled with
+    A run that ends the blob is Caffe's Reduction (SUM or MEAN) where the
+    target has it. Any other run is pooled: the blob reshaped to (N, before, run, after) and pooled with
     a (run x 1) window (MAX, or AVE for a mean, times the run's size for a
     sum); over an image's two spatial axes, global pooling. A minimum is
     minus the maximum of minus x. The reduced axes stay as size 1 and a final
@@ -368,7 +368,7 @@ def _reduce_run(ctx, name, blob, shape, first, last, kind) -> tuple[str, list]:
     size = int(np.prod(shape[first:last + 1]))
     after_shape = shape[:first] + [1] * (last - first + 1) + shape[last + 1:]
     image = len(shape) == 4 and (first, last) == (2, 3)
-    if last == len(shape) - 1 and kind in ("mean", "sum") and not image:
+    if last == len(shape) - 1 and kind in ("mean", "sum") and not image and ctx.target.allows("Reduction"):
         layer = ctx.add("Reduction", name, [blob])
         layer.reduction_param.operation = getattr(layer.reduction_param, kind.upper())
         layer.reduction_param.axis = first

@@ -107,8 +107,6 @@ def time_distributed(ctx, operation, call):
 
     inner = operation.layer
     kind = operation_kind(inner)
-    if kind not in HANDLERS:
-        raise ConversionError(f"TimeDistributed over {kind}, which keraffe has no handler for")
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     rank = len(value.shape)
@@ -125,7 +123,10 @@ def time_distributed(ctx, operation, call):
     ctx.scope.append(name)
     try:
         ctx.operation = inner
-        HANDLERS.get(kind)(ctx, inner, inner_call)
+        if kind in HANDLERS:
+            HANDLERS.get(kind)(ctx, inner, inner_call)
+        else:
+            _inline(ctx, inner, inner_call)
     finally:
         ctx.scope.pop()
         ctx.operation = saved
@@ -137,6 +138,24 @@ def time_distributed(ctx, operation, call):
     reshape(ctx, name, flat, [n, t] + list(out_keras[1:]))
     ctx.note(operation, [], f"time folded into the batch around {inner.name} ({type(inner).__name__})")
     ctx.emit(operation, call, 0, call.outputs[0], name, identity(out_rank + 1), non_negative=result.non_negative)
+
+
+def _inline(ctx, layer, call):
+    """A layer without a handler, over the folded batch: its call traced and converted like a composite's."""
+    from keraffe.convert.keras_to_caffe import convert_graph
+    from keraffe.errors import GraphError
+    from keraffe.keras_graph import trace
+
+    try:
+        graph = trace(call)
+    except GraphError as error:
+        raise ConversionError(f"TimeDistributed over a layer with no handler: {error}") from None
+    for inner_input, tensor in zip(graph.inputs, call.inputs):
+        ctx.alias(inner_input, ctx.value(tensor))
+    problems = convert_graph(ctx, graph)
+    if problems:
+        raise ConversionError("its layer does not convert:\n" + "\n".join(problems))
+    ctx.alias(call.outputs[0], ctx.value(graph.outputs[0]))
 
 
 def _refuse_unconvertible(operation, call):
