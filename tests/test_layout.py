@@ -161,7 +161,6 @@ def test_volumes_are_channels_first_in_caffe():
     keras = layout.NDHWC.to_keras(caffe)
     for c, d, h, w in itertools.product(range(2), range(3), range(4), range(5)):
         assert keras[0, d, h, w, c] == caffe[0, c, d, h, w]
-    assert layout.default_layout(5) == layout.NDHWC
 
 
 def test_conv3d_kernel_to_caffe_keeps_each_tap():

@@ -127,8 +127,8 @@ NDHWC = Layout((0, 2, 3, 4, 1))
 
 
 def default_layout(rank: int) -> Layout:
-    """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras), rank-5 ones volumes; others keep Caffe's order."""
-    return NHWC if rank == 4 else NDHWC if rank == 5 else identity(rank)
+    """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras); others keep Caffe's order."""
+    return NHWC if rank == 4 else identity(rank)
 
 
 #: Layout of keraffe's DetectionOutput tensor.

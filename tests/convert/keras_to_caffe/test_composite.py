@@ -127,25 +127,25 @@ def test_a_shared_composite_is_inlined_once_per_call(tmp_path):
     assert len(convolutions) == 2 and len(set(convolutions)) == 2
 
 
-class OwnCall(keras.Model):
-    """A Functional subclass whose call is not its graph: the graph says dense, call says 2 * dense + 1."""
+class TwiceThrough(keras.Model):
+    """A Functional subclass whose call runs its graph twice: walking the graph would convert half of it."""
 
     def __init__(self):
         x = keras.Input((4,))
-        super().__init__(x, L.Dense(3, name="inner")(x), name="own_call")
+        super().__init__(x, L.Dense(4, activation="tanh", name="inner")(x), name="twice_through")
 
     def call(self, x):
-        return super().call(x) * 2.0 + 1.0
+        return super().call(super().call(x))
 
 
 @pytest.mark.pycaffe
 def test_a_functional_subclass_that_overrides_call_is_traced(tmp_path):
-    inner = OwnCall()
+    inner = TwiceThrough()
     x = keras.Input((4,), name="x")
     model = keras.Model(x, L.Dense(2, name="head")(inner(x)), name="outer")
     randomize(model)
     export, report = assert_verified(model, tmp_path)
-    assert [layer.type for layer in export.net.layer] == ["Input", "InnerProduct", "Power", "Power", "InnerProduct"]
+    assert [layer.type for layer in export.net.layer] == ["Input"] + ["InnerProduct", "TanH"] * 2 + ["InnerProduct"]
 
 
 class ValueBranch(L.Layer):

@@ -394,12 +394,14 @@ def _record_nested_output(ctx, call, index, value, input_blobs) -> None:
 def _add_inputs(ctx, model) -> None:
     """One Caffe Input layer per model input, in the layout the model's layers expect."""
     from keraffe.keras_graph import first_call, produced_by
-    from keraffe.layout import NLC, default_layout
+    from keraffe.layout import NDHWC, NLC, default_layout
 
     sequence_model = any(operation_kind(call.operation) in ONE_D_LAYERS for call in layer_calls(model))
     for tensor in model.inputs:
         operation = produced_by(tensor)[0]
-        layout = NLC if sequence_model and len(tensor.shape) == 3 else default_layout(len(tensor.shape))
+        rank = len(tensor.shape)
+        # Volumes are channels first in Caffe, as images are (Caffe's N-D convolution reads (N, C, D, H, W)).
+        layout = NLC if sequence_model and rank == 3 else NDHWC if rank == 5 else default_layout(rank)
         if any(d is None for d in tensor.shape[1:]):
             raise ConversionError(
                 f"input '{operation.name}' has shape {tuple(tensor.shape)} with unknown sizes; Caffe nets have "
