@@ -2,10 +2,11 @@
 
 Each backbone family is built from constructor arguments (small configurations,
 no presets: presets need downloads), at a non-square input size, with seeded
-normal weights (variances positive). Their blocks are composite layers
-(InvertedResidualBlock, MBConvBlock, HGNetV2Stage, ...) that keraffe converts
-by inlining their calls; their stems use keras.ops (split, pad with -inf,
-a Variable times a tensor). Every export is compared with Keras' predict on a
+normal weights (variances positive). MobileNet's, EfficientNet's and HGNetV2's
+blocks are composite layers (InvertedResidualBlock, MBConvBlock, HGNetV2Stage,
+...) that keraffe converts by inlining their calls; others use keras.ops in
+their graphs (CSPNet's split, ResNetV2's padding with -inf, HGNetV2's
+Variable times a tensor). Every export is compared with Keras' predict on a
 seeded input at every Caffe blob that holds a tensor of the model (the
 backbone's own layers and its blocks' outputs), in real Caffe and in OpenCV
 4.x DNN; the largest relative error (max abs error over max |reference|) is
@@ -20,12 +21,11 @@ BACKBONES below.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # bench/fidelity.py: how an export is judged, shared with keras.applications
 
 #: The input every backbone is built for: (height, width, channels), not square.
 IMAGE = (64, 48, 3)
@@ -89,42 +89,20 @@ def build(family: str, seed: int = 0):
 
 
 def measure(family: str) -> dict:
-    import keraffe
-    from keraffe.caffe.net import load_net
-    from keraffe.errors import KeraffeError
-    from keraffe.verify import verify
+    from fidelity import judge
 
     model = build(family)
-    with tempfile.TemporaryDirectory() as tmp:
-        export = keraffe.keras_to_caffe(model, Path(tmp, "net.prototxt"))
-        net = load_net(export.prototxt, export.caffemodel)
-        result = {"input": "x".join(str(d) for d in IMAGE[:2]), "parameters": int(model.count_params()),
-                  "caffe_layers": len(export.net.layer),
-                  "caffe_types": sorted({layer.type for layer in export.net.layer}),
-                  "not_one_to_one": len(export.report)}
-        for runtime in ("caffe", "opencv"):
-            try:
-                report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=export.tensor_map)
-            except KeraffeError as error:
-                result[runtime] = f"failed: {str(error).splitlines()[-1][:120]}"
-                continue
-            worst = max(c.rel for c in report.layers)
-            result[runtime] = f"{worst:.2g}" + ("" if all(c.ok for c in report.layers) else " (MISMATCH)")
-            result[f"{runtime}_blobs"] = len(report.layers)
-    return result
+    return {"input": "x".join(str(d) for d in IMAGE[:2]), "parameters": int(model.count_params()), **judge(model)}
 
 
 def main(argv=None) -> int:
+    from fidelity import run
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", nargs="*", default=list(BACKBONES))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "keras_hub.json")
     args = parser.parse_args(argv)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for family in args.backbones:
-        results[family] = measure(family)
-        print(family, results[family], flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({k: results[k] for k in BACKBONES if k in results}, indent=1) + "\n")
+    run(args.backbones, measure, args.out, BACKBONES)
     return 0
 
 
