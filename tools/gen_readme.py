@@ -7,6 +7,7 @@ and is rewritten here, never by hand:
 * ``zoo``: tests/convert/caffe_to_keras/zoo_expectations.json, the outcome of
   every zoo net as the test suite checks it;
 * ``applications``: bench/results/applications.json (bench/fidelity.py);
+* ``keras-hub``: bench/results/keras_hub.json (bench/hub_backbones.py);
 * ``demo``: bench/results/demo.json, copied from ``make demo``'s out/demo/demo.json;
 * ``pruning``, ``structured``: examples/simple_classifier.py's and bench/structured_*.py's results;
 * ``speed``: bench/results/*.json.
@@ -98,6 +99,25 @@ def applications() -> str:
             "|---|---|---|---|"]
     for name, value in data.items():
         rows.append(f"| {name} | {value['caffe_layers']} | {value.get('caffe', 'n/a')} | {value.get('opencv', 'n/a')} |")
+    return "\n".join(rows)
+
+
+def keras_hub() -> str:
+    path = RESULTS / "keras_hub.json"
+    data = _load(path)
+    if data is None:
+        return _missing(path, "python bench/hub_backbones.py")
+    rows = ["keras_hub CNN backbones built from constructor arguments (small configurations, seeded weights, input "
+            "height x width below), exported with the default target (caffe1). Composite layers (a family's "
+            "blocks, written as Keras layer subclasses) convert by inlining their calls. Compared with Keras at "
+            "every blob that holds a tensor of the model (`bench/hub_backbones.py`).", "",
+            "| keras_hub backbone | input | parameters | Caffe layers (caffe1) | composite layers inlined | "
+            "Keras layers not one to one | max rel. error, real Caffe | max rel. error, OpenCV |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, value in data.items():
+        rows.append(f"| {name} | {value['input']} | {value['parameters']:,} | {value['caffe_layers']} | "
+                    f"{value['composites_inlined']} | {value['not_one_to_one']} | {value.get('caffe', 'n/a')} | "
+                    f"{value.get('opencv', 'n/a')} |")
     return "\n".join(rows)
 
 
@@ -234,6 +254,7 @@ def _ratio(value) -> str:
 
 
 TABLES = {"demo": demo, "caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
+          "keras-hub": keras_hub,
           "pruning": pruning, "structured": structured, "speed": speed}
 
 

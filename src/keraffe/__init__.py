@@ -63,6 +63,17 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     return export_files(model, prototxt, caffemodel, target, batch_size=batch, source=source)
 
 
+def register_keras_layer(layer, handler=None):
+    """Convert Keras layer class ``layer`` (or its registered name) to Caffe with ``handler(ctx, layer, call)``.
+
+    Only a layer whose ``call`` cannot be inlined needs one (composite layers
+    convert without); see docs/keras_to_caffe.md. Usable as a decorator.
+    """
+    from keraffe.convert.keras_to_caffe import register_keras_layer as register
+
+    return register(layer, handler)
+
+
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
            input_shape=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
@@ -78,4 +89,4 @@ def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime=
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
 
 
-__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "verify"]
+__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "register_keras_layer", "verify"]

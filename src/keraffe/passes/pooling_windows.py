@@ -33,7 +33,8 @@ import numpy as np
 
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import ConversionError
-from keraffe.passes.absorb_zero_padding import cut_negative_padding, resolve_zero_padding
+from keraffe.passes.absorb_zero_padding import (cut_negative_padding, padding_fill, resolve_zero_padding,
+                                                write_zero_padding)
 from keraffe.passes.drafting import eltwise, keep_range, power
 from keraffe.windows import AxisPlan, padded_kernel, plan_axis, set_conv_param
 
@@ -69,6 +70,8 @@ class _KerasPooling:
     stride: tuple[int, int]
     #: (before, after) per spatial axis: the zero padding read, or else the layer's own 'same' padding.
     pads: list
+    #: The layer's own 'same' padding, (0, 0) per axis for 'valid'.
+    own: list
     zeros_count: bool
     non_negative: bool
     source: str
@@ -80,23 +83,44 @@ def _read(ctx, draft) -> _KerasPooling:
     param = draft.pooling_param
     name = draft.name
     source, zeros = resolve_zero_padding(ctx, draft.bottom[0])
+    own = [(param.pad_t, param.pad_b), (param.pad_l, param.pad_r)]
     if zeros is not None:
         source, zeros = cut_negative_padding(ctx, name, source, zeros)
-        if not any(map(any, zeros)):
+        if padding_fill(ctx, draft.bottom[0]) != 0.0:
+            # Padding with -inf before MAX pooling is what Caffe's own pooling padding does: no window sees it.
+            if param.pool != pb.PoolingParameter.MAX:
+                raise ConversionError(f"'{name}': padding with -inf before an average pooling has no Caffe form")
+            own = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(own, zeros)]
             zeros = None
-    own = [(param.pad_t, param.pad_b), (param.pad_l, param.pad_r)]
+        elif not any(map(any, zeros)):
+            zeros = None
     return _KerasPooling(
         name, "max" if param.pool == pb.PoolingParameter.MAX else "ave",
         param.pool == pb.PoolingParameter.AVE_EXC_PAD, (param.kernel_h, param.kernel_w),
-        (param.stride_h, param.stride_w), list(zeros) if zeros else own, zeros is not None,
+        (param.stride_h, param.stride_w), list(zeros) if zeros else own, own, zeros is not None,
         draft.bottom[0] in ctx.non_negative, source, ctx.shapes[source], ctx.shapes[name][2:])
+
+
+def _zeros_written_out(ctx, pool: _KerasPooling) -> _KerasPooling:
+    """The pooling reading its zero padding written out as a blob (exact, one convolution): Keras' own windows."""
+    name = ctx.unique(f"{pool.name}/zero_padded")
+    padded = write_zero_padding(ctx, name, pool.source, pool.pads, name)
+    return dataclasses.replace(pool, source=padded, shape=ctx.shapes[padded], pads=pool.own, zeros_count=False)
 
 
 def _place(ctx, draft) -> None:
     pool = _read(ctx, draft)
+    if pool.zeros_count and any(map(any, pool.own)):
+        # ZeroPadding2D, then 'same' pooling: the zeros count, the pooling's own padding does not.
+        pool = _zeros_written_out(ctx, pool)
     need_divisor = pool.method == "ave" and pool.zeros_count
     sizes = pool.shape[2:]
     plans = _plans(ctx, sizes, pool.kernel, pool.stride, pool.pads, pool.out_hw, need_divisor)
+    if plans is None and pool.method == "max" and pool.zeros_count:
+        # Padding as wide as the window: Caffe's pooling pad must stay below the kernel.
+        pool = _zeros_written_out(ctx, pool)
+        plans = _plans(ctx, pool.shape[2:], pool.kernel, pool.stride, pool.pads, pool.out_hw, False)
+        sizes = pool.shape[2:]
     if plans is not None:
         _write(ctx, pool, plans)
     elif need_divisor:

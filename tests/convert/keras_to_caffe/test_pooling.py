@@ -1,4 +1,4 @@
-"""Pooling against real Caffe: MaxPooling2D, AveragePooling2D, the global poolings, and pooling over ZeroPadding2D.
+"""Pooling against real Caffe: MaxPooling2D/3D, AveragePooling2D/3D, the global poolings, pooling over padding.
 
 Caffe 1.0 pooling always rounds up and pads symmetrically; Keras 'valid'
 rounds down and 'same' pads the odd pixel at the end. keraffe places Keras'
@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from ._harness import Batch, Case, assert_case, caffe_types, layer_named, params
+from ._harness import Batch, Case, assert_case, caffe_types, expect_only, layer_named, params
 
 pytestmark = pytest.mark.pycaffe
 
@@ -78,10 +78,10 @@ for cls, short in (("GlobalAveragePooling2D", "gap"), ("GlobalMaxPooling2D", "gm
 
 
 # ---------------------------------------------------------------- pooling over ZeroPadding2D (the zeros count)
-def padded_pool(padding, cls, relu=False, **kwargs):
+def padded_pool(zeros, cls, relu=False, **kwargs):
     def build(x, p):
         y = L.ReLU(name=p + "relu")(x[0]) if relu else x[0]
-        y = L.ZeroPadding2D(padding, name=p + "pad")(y)
+        y = L.ZeroPadding2D(zeros, name=p + "pad")(y)
         return getattr(L, cls)(name=p + "pool", **kwargs)(y)
     return build
 
@@ -102,12 +102,17 @@ CASES += [
     # Padding as wide as the window: Caffe's pooling pad must stay below the kernel size.
     Case("pad_wide_ave_k2", image((9, 11)),
          padded_pool(((2, 2), (0, 3)), "AveragePooling2D", pool_size=2), compared=("pool",)),
-    # Windows wholly inside the padding give 0; exact, but Caffe's pooling pad must stay below the kernel.
+    # Windows wholly inside the padding give 0; Caffe's pooling pad must stay below the kernel, so the
+    # padding is written out (a depthwise convolution with a one-hot kernel) and pooled as it is.
     Case("pad_wide_max_k2", image((9, 11)),
-         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason="MAX pooling over ZeroPadding2D at least as wide as the "
-                                  "window is refused ('no Caffe pooling window layout matches'); AVE has a "
-                                  "convolution fallback, MAX none yet"),)),
+         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",),
+         check=expect_only("Convolution", "Pooling", "Slice", "Silence")),
+    # ZeroPadding2D, then 'same' pooling: both paddings, the zeros counted and the pooling's own not.
+    Case("pad_then_same_max", image((9, 11)),
+         padded_pool(((1, 0), (0, 2)), "MaxPooling2D", pool_size=3, strides=2, padding="same"), compared=("pool",)),
+    Case("pad_then_same_ave", image((12, 10)),
+         padded_pool(((0, 1), (1, 1)), "AveragePooling2D", pool_size=2, strides=2, padding="same"),
+         compared=("pool",)),
     Case("pad_crop_max", image((9, 11)),
          lambda x, p: L.MaxPooling2D(3, 2, name=p + "pool")(
              L.Cropping2D(((0, 2), (1, 0)), name=p + "crop")(L.ZeroPadding2D(((1, 0), (0, 1)), name=p + "pad")(x[0]))),
@@ -150,7 +155,22 @@ TARGET_CASES.append(Case("caffe_floor_max_k2_odd", image((9, 11)), pool("MaxPool
 TARGET_CASES.append(Case("opencv_floor_max_k2_odd", image((9, 11)), pool("MaxPooling2D", pool_size=2),
                          target="opencv", runtime="caffe", check=rounds_down))
 
-ALL = CASES + TARGET_CASES
+# ---------------------------------------------------------------- 3-D: a pooling of every depth plane, then along depth
+VOLUME_CASES = []
+for cls, short in (("MaxPooling3D", "max"), ("AveragePooling3D", "ave")):
+    VOLUME_CASES += [
+        Case(f"{short}3d_k2_valid_odd", ((5, 7, 9, 2),), pool(cls, pool_size=2), compared=("pool",)),
+        Case(f"{short}3d_k3_s2_same_odd", ((5, 7, 9, 2),), pool(cls, pool_size=3, strides=2, padding="same"),
+             compared=("pool",)),
+        Case(f"{short}3d_k322_s212_same_even", ((6, 8, 4, 3),),
+             pool(cls, pool_size=(3, 2, 2), strides=(2, 1, 2), padding="same"), compared=("pool",)),
+        Case(f"{short}3d_k2_s1_valid", ((4, 5, 6, 2),), pool(cls, pool_size=2, strides=1), compared=("pool",)),
+    ]
+VOLUME_CASES.append(Case("max3d_after_relu", ((5, 6, 7, 2),),
+                         lambda x, p: L.MaxPooling3D(3, 2, padding="same", name=p + "pool")(
+                             L.ReLU(name=p + "relu")(x[0])), compared=("pool",)))
+
+ALL = CASES + TARGET_CASES + VOLUME_CASES
 
 
 @pytest.fixture(scope="module")
