@@ -146,8 +146,10 @@ def test_jax_only_install_converts_both_ways_without_tensorflow(fresh_jax_env, t
     _assert_every_blob_matches(out / "written_here.keras", exported, exported_weights, feed)
 
 
-def _assert_every_blob_matches(model, prototxt, weights, inputs) -> None:
-    import keraffe
+def _assert_every_blob_matches(model_path, prototxt, weights, inputs) -> None:
+    from keraffe.caffe.net import load_net
+    from keraffe.keras_io import load_keras_model
+    from keraffe.verify import verify
 
-    report = keraffe.verify(model, prototxt, weights, inputs=inputs, per_layer=True, runtime="caffe")
+    report = verify(load_keras_model(model_path), load_net(prototxt, weights), inputs, per_layer=True, runtime="caffe")
     assert report.ok and len(report.layers) > 4 and all(r.ok for r in report.layers), report.render()

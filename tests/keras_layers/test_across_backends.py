@@ -35,7 +35,7 @@ layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim:
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
 layer { name: "abs" type: "AbsVal" bottom: "conv" top: "abs" }
 layer { name: "lrn" type: "LRN" bottom: "abs" top: "lrn" lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 k: 2 } }
-layer { name: "ave" type: "Pooling" bottom: "lrn" top: "ave" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+layer { name: "ave" type: "Pooling" bottom: "lrn" top: "ave" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
 layer { name: "interp" type: "Interp" bottom: "ave" top: "interp" interp_param { height: 15 width: 13 } }
 layer { name: "max" type: "Pooling" bottom: "conv" top: "max" top: "mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "unpool" type: "Upsample" bottom: "max" bottom: "mask" top: "unpool" upsample_param { scale: 2 upsample_h: 15 upsample_w: 13 } }
