@@ -16,8 +16,8 @@ result is the ratio of the medians (goal: at most 1.05).
 
 The GoogLeNet and PSPNet references are the converted model itself with each
 of keraffe's layers replaced by the same arithmetic in standard Keras layers
-(sharing every other layer and all weights): LRN as x * x, a 1x1 Conv2D
-summing the channel window, a power and a product; Caffe's ceil-rounded MAX
+(sharing every other layer and all weights): LRN as x * x, a 3-D average
+pooling over the zero-padded channel window, a rescaling, a power and a product; Caffe's ceil-rounded MAX
 pooling as Keras' 'same' MaxPooling2D where that places the same windows (else
 padding and 'valid' pooling); Interp as two Dense layers holding the
 interpolation matrices between Permutes. The bench checks the reference
@@ -52,21 +52,21 @@ GOAL = 1.05
 
 
 def _standard_lrn(layer, shape):
+    """x * (k + alpha * mean of x^2 over the channel window, zero-padded)^-beta, in standard layers."""
     import keras
-    import numpy as np
 
     if layer.region != "across_channels":
         raise NotImplementedError("the bench writes ACROSS_CHANNELS LRN only")
-    channels, n = shape[-1], layer.local_size
+    height, width, channels = shape[1:]
+    n = layer.local_size
     pre = (n - 1) // 2
-    band = np.zeros((channels, channels), np.float32)
-    for out in range(channels):
-        band[max(0, out - pre): min(channels, out - pre + n), out] = layer.alpha / n
     x = keras.Input(shape[1:])
     squared = keras.layers.Multiply()([x, x])
-    window = keras.layers.Conv2D(channels, 1)
-    scale = window(squared)
-    window.set_weights([band[None, None], np.full((channels,), layer.k, np.float32)])
+    y = keras.layers.Reshape((height, width, channels, 1))(squared)
+    y = keras.layers.ZeroPadding3D(((0, 0), (0, 0), (pre, n - 1 - pre)))(y)
+    y = keras.layers.AveragePooling3D((1, 1, n), strides=(1, 1, 1))(y)
+    y = keras.layers.Reshape((height, width, channels))(y)
+    scale = keras.layers.Rescaling(layer.alpha, offset=layer.k)(y)
     factor = keras.layers.Activation(lambda s: keras.ops.power(s, -layer.beta))(scale)
     return keras.Model(x, keras.layers.Multiply()([x, factor]), name=f"{layer.name}_standard")
 
@@ -159,8 +159,9 @@ def measure(name: str, repeats: int) -> dict:
         same = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
         if not same < 1e-4:
             raise SystemExit(f"{name}: the standard-layer reference differs from the converted model (rel {same:.3g})")
-    for model in (converted, reference):  # warm-up: tracing, compilation, first allocations
-        model.predict(batch, batch_size=batch_size, verbose=0)
+    if same is None:  # warm-up (the check above was one): tracing, compilation, first allocations
+        for model in (converted, reference):
+            model.predict(batch, batch_size=batch_size, verbose=0)
     times = {"converted": [], "reference": []}
     for _ in range(repeats):
         for key, model in (("converted", converted), ("reference", reference)):

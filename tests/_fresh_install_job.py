@@ -74,6 +74,9 @@ def main(request_path: str) -> None:
     code, _, err = cli("caffe2keras", request["caffe_prototxt"], "--weights", request["caffe_weights"],
                        "-o", out / "from_caffe.keras")
     report["caffe2keras"] = {"code": code, "stderr": err}
+    code, _, err = cli("verify", out / "from_caffe.keras", request["caffe_prototxt"], "--weights",
+                       request["caffe_weights"], "--runtime", "opencv")
+    report["verify_opencv"] = {"code": code, "stderr": err}
 
     import numpy as np
 

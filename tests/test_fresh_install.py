@@ -122,6 +122,9 @@ def test_jax_only_install_converts_both_ways_without_tensorflow(fresh_jax_env, t
     # The command chose the installed backend by itself, and TensorFlow never entered the process.
     assert report["KERAS_BACKEND"] is None and report["backend"] == "jax"
     assert report["caffe2keras"]["code"] == 0 and report["keras2caffe"]["code"] == 0, report
+    # OpenCV is an extra: without it, verify's OpenCV runtime says how to get it.
+    assert report["verify_opencv"] == {"code": 1, "stderr": "keraffe verify: error: OpenCV is not installed: "
+                                       "pip install 'keraffe[opencv]' (OpenCV 4.x DNN)\n"}, report["verify_opencv"]
     assert report["keraffe_layers"] == ["AbsVal"], report["keraffe_layers"]
     assert "tensorflow" not in report["modules"] and "jax" in report["modules"], report["modules"]
 
