@@ -14,6 +14,11 @@ import os
 from keraffe.errors import KeraffeError
 from keraffe.keras_io import register_layers_when_keras_loads
 
+# keraffe.verify names both a subpackage and the function below. Importing a subpackage sets the
+# parent's attribute of its name, so it is imported here first (it loads no Keras): the function,
+# defined after it, then stays keraffe.verify however often the subpackage is used later.
+import keraffe.verify  # noqa: E402,F401  isort: skip
+
 register_layers_when_keras_loads()
 
 __version__ = "0.1.0"
