@@ -17,7 +17,9 @@ from keraffe.keras_io import register_layers_when_keras_loads
 # keraffe.verify names both a subpackage and the function below. Importing a subpackage sets the
 # parent's attribute of its name, so it is imported here first (it loads no Keras): the function,
 # defined after it, then stays keraffe.verify however often the subpackage is used later.
-import keraffe.verify  # noqa: E402,F401  isort: skip
+from keraffe import verify as _verify_subpackage  # noqa: E402  isort: skip
+
+del _verify_subpackage
 
 register_layers_when_keras_loads()
 
