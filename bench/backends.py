@@ -159,8 +159,8 @@ def measure(name: str, repeats: int) -> dict:
         same = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-30))
         if not same < 1e-4:
             raise SystemExit(f"{name}: the standard-layer reference differs from the converted model (rel {same:.3g})")
-    if same is None:  # warm-up (the check above was one): tracing, compilation, first allocations
-        for model in (converted, reference):
+    for _ in range(2 if same is None else 1):  # warm-up (the check above was one): tracing, compilation,
+        for model in (converted, reference):     # allocations; TensorFlow's first timed call lagged after one
             model.predict(batch, batch_size=batch_size, verbose=0)
     times = {"converted": [], "reference": []}
     for _ in range(repeats):
@@ -199,7 +199,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"the model zoo is not at {ZOO}")
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
     results = dict(previous.get("backends", {}))
+    conditions = dict(previous.get("conditions", {}))
     for backend in args.backends:
+        load_before = os.getloadavg()[0]
         env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=str(REPO / "src"), TF_CPP_MIN_LOG_LEVEL="3")
         done = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(args.repeats), "--nets", *args.nets],
                               capture_output=True, text=True, env=env)
@@ -207,11 +209,13 @@ def main(argv=None) -> int:
             raise SystemExit(f"{backend} failed:\n{done.stderr[-4000:]}")
         measured = json.loads(done.stdout.strip().splitlines()[-1])
         results.setdefault(backend, {}).update(measured["nets"])
+        # Other work on the machine shows in the timings: the 1-minute load average around the run.
+        conditions[backend] = {"repeats": args.repeats, "load_average": [load_before, os.getloadavg()[0]]}
         for name, row in measured["nets"].items():
             print(f"{backend:10s} {name:9s} converted {row['converted_s'] * 1000:7.0f} ms, reference "
                   f"{row['reference_s'] * 1000:7.0f} ms, ratio {row['ratio']:.3f} (goal <= {GOAL})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"goal": GOAL, "repeats": args.repeats, "cpus": os.cpu_count(),
+    args.out.write_text(json.dumps({"goal": GOAL, "cpus": os.cpu_count(), "conditions": conditions,
                                     "backends": results}, indent=1) + "\n")
     return 0
 
