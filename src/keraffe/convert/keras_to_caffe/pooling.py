@@ -26,6 +26,8 @@ def _pool2d(ctx, operation, call, method):
         ctx.non_negative.add(bottom)
     kernel = tuple(int(k) for k in operation.pool_size)
     stride = tuple(int(s) for s in operation.strides)
+    if method == "ave" and operation.padding == "same":
+        refuse_uneven_same_average_on_torch(operation, name, value.shape[2:4], kernel, stride)
     out = ctx.caffe_shape(call.outputs[0], NHWC)
     draft_pooling(ctx, name, bottom, method, kernel, stride, operation.padding, ctx.shapes[bottom], out)
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)
@@ -95,6 +97,33 @@ def _pool3d(ctx, operation, call, method):
 @keras_layer("MaxPooling3D", "AveragePooling3D")
 def pooling3d(ctx, operation, call):
     _pool3d(ctx, operation, call, "max" if type(operation).__name__ == "MaxPooling3D" else "ave")
+
+
+def refuse_uneven_same_average_on_torch(operation, name: str, sizes, kernel, strides) -> None:
+    """Keras' PyTorch backend gives uneven 'same' AVE padding another meaning than TensorFlow, JAX and Caffe.
+
+    Where some axis pads unevenly, its pooling pads every axis with copies of
+    the edge pixels ('replicate') and averages them; TensorFlow and JAX average
+    the real pixels only, which is what keraffe exports. The two agree only
+    where each window that reaches into the padding holds one real pixel (the
+    copies then equal it). Otherwise the export could not match what the model
+    computes on PyTorch: refused, naming the backends that convert it.
+    """
+    import keras
+
+    pads = [same_padding(size, k, s) for size, k, s in zip(sizes, kernel, strides)]
+    if keras.backend.backend() != "torch" or all(before == after for before, after in pads):
+        return
+    for size, k, s, (before, _) in zip(sizes, kernel, strides, pads):
+        for start in range(-before, size - before, s)[: -(-size // s)]:
+            real = min(start + k, size) - max(start, 0)
+            if (start < 0 or start + k > size) and real > 1:
+                raise ConversionError(
+                    f"'{name}': {type(operation).__name__}(padding='same') pads unevenly here, and on the PyTorch "
+                    "backend Keras fills that padding with copies of the edge pixels and averages them, where "
+                    "TensorFlow and JAX average the real pixels only; keraffe exports the latter, so the Caffe net "
+                    "would not compute what this model computes on PyTorch. Convert it with KERAS_BACKEND=tensorflow "
+                    "or jax")
 
 
 @keras_layer("MaxPooling2D")
