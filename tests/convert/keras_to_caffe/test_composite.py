@@ -217,6 +217,8 @@ class Rectifier(L.Layer):
 
 
 @pytest.mark.pycaffe
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="the untraceable layer is written with a TensorFlow function, which only TensorFlow runs")
 def test_a_registered_handler_converts_a_layer_that_cannot_be_traced(tmp_path):
     x = keras.Input((6,), name="x")
     model = keras.Model(x, Rectifier(name="rect")(L.Dense(4, name="dense")(x)), name="plugin")

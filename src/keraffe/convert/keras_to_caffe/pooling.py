@@ -75,6 +75,8 @@ def _pool3d(ctx, operation, call, method):
     _, _, d2, h2, w2 = ctx.caffe_shape(call.outputs[0], NDHWC)
     kd, kh, kw = (int(k) for k in operation.pool_size)
     sd, sh, sw = (int(s) for s in operation.strides)
+    if method == "ave" and operation.padding == "same":
+        refuse_uneven_same_average_on_torch(operation, name, (d, h, w), (kd, kh, kw), (sd, sh, sw))
     start = len(ctx.net.layer)
     planes = reshape(ctx, ctx.unique(f"{name}/planes"), blob, [0, c * d, h, w])
     ctx.shapes[planes] = (n, c * d, h, w)
