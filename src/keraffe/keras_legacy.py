@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from keraffe.errors import KeraffeError
+from keraffe.keras_graph import declared_variables
+from keraffe.limits import check_declared
 
 #: Keras 2 layer class -> the config keys that carry over unchanged to Keras 3.
 _PORTABLE = {
@@ -54,7 +56,6 @@ def _decode(value):
 def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = None):
     """Rebuild a Keras 2 Sequential model from its HDF5 config and weights, or explain why not."""
     import h5py
-    import keras
 
     path = Path(path)
     why_keras = f" (Keras 3 said: {str(original_error).strip().splitlines()[0]})" if original_error else ""
@@ -77,13 +78,10 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
                 f"rebuilds only plain Sequential models from Keras 2 files{why_keras}"
             )
         layer_configs = config["config"] if isinstance(config["config"], list) else config["config"]["layers"]
-        layers, input_shape = _translate(path, layer_configs, version)
-        if not layers:
-            raise KeraffeError(f"{path}: the Keras {version} Sequential model has no layers")
-        # Keras 2 named a Sequential model's input "<first layer>_input"; a fixed name (not Keras 3's
-        # session-unique "input_layer_N") keeps the Caffe input, and tensor maps, the same on every load.
-        inputs = keras.Input(shape=input_shape, name=f"{layers[0].name}_input")
-        model = keras.Sequential([inputs] + layers, name=path.stem)
+        # Built once with no variable allocated, to check their shapes (keraffe.limits), then for real.
+        declared = declared_variables(lambda: _sequential(path, layer_configs, version))
+        check_declared(str(path), declared, path.stat().st_size)
+        model = _sequential(path, layer_configs, version)
         weights_group = handle["model_weights"] if "model_weights" in handle else handle
         for layer in model.layers:
             if not layer.weights:
@@ -101,6 +99,18 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
                 )
             layer.set_weights(arrays)
     return model
+
+
+def _sequential(path: Path, layer_configs, version):
+    import keras
+
+    layers, input_shape = _translate(path, layer_configs, version)
+    if not layers:
+        raise KeraffeError(f"{path}: the Keras {version} Sequential model has no layers")
+    # Keras 2 named a Sequential model's input "<first layer>_input"; a fixed name (not Keras 3's
+    # session-unique "input_layer_N") keeps the Caffe input, and tensor maps, the same on every load.
+    inputs = keras.Input(shape=input_shape, name=f"{layers[0].name}_input")
+    return keras.Sequential([inputs] + layers, name=path.stem)
 
 
 def _translate(path: Path, layer_configs, version):

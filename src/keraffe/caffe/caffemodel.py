@@ -33,6 +33,7 @@ from keraffe.caffe.wire import (
 )
 from keraffe.errors import CaffeFormatError
 from keraffe.files import atomic_output
+from keraffe.limits import check_elements, check_expansion, check_total, count
 
 # Field numbers used by the streaming reader (see caffe.proto).
 _NET_NAME = 1
@@ -268,7 +269,8 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
     shape: list[int] | None = None
     chunks: list[np.ndarray] = []
     double_chunks: list[np.ndarray] = []
-    unpacked: list[bytes] = []
+    # One float per field (an unpacked repeated float): gathered as bytes, never as one object each.
+    unpacked = bytearray()
     raw: bytes | None = None
     raw_type = pb.FLOAT
     while reader.pos < end:
@@ -285,7 +287,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
             reader.read_into(memoryview(array).cast("B"))
             chunks.append(array)
         elif field == _BLOB_DATA and wire_type == WIRE_FIXED32:
-            unpacked.append(reader.read_bytes(4))
+            unpacked += reader.read_bytes(4)
         elif field == _BLOB_DOUBLE_DATA and wire_type == WIRE_LENGTH:
             length = _payload_length(reader, end)
             if length % 8:
@@ -311,7 +313,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         raise CaffeFormatError(f"a blob's fields overrun its length at offset {reader.pos}")
 
     if unpacked:
-        chunks.append(np.frombuffer(b"".join(unpacked), dtype="<f4"))
+        chunks.append(np.frombuffer(bytes(unpacked), dtype="<f4"))
     if chunks:
         values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     elif double_chunks:
@@ -333,12 +335,22 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         dims = shape
     else:
         dims = [values.size] if values.size else [0]
-    expected = int(np.prod(dims)) if dims else 1
-    if expected != values.size:
-        raise CaffeFormatError(
-            f"blob declares shape {tuple(dims)} ({expected} values) but holds {values.size} values"
-        )
+    check_blob_shape(dims, values.size)
     return Blob(values.astype(np.float32, copy=False).reshape(dims), legacy=legacy)
+
+
+def check_blob_shape(dims, held: int) -> None:
+    """A blob's declared shape must have no negative axis and exactly as many values as it holds.
+
+    Counted as an exact integer: numpy's product wraps around, and a shape
+    whose product wraps to the number of values held would become an array
+    with a shape no memory could hold.
+    """
+    if any(d < 0 for d in dims):
+        raise CaffeFormatError(f"blob declares shape {tuple(dims)}, with a negative axis")
+    expected = count(dims)
+    if expected != held:
+        raise CaffeFormatError(f"blob declares shape {tuple(dims)} ({expected} values) but holds {held} values")
 
 
 def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
@@ -358,6 +370,7 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
             )
         layers: dict[str, LayerWeights] = {}
         net = pb.NetParameter()
+        datasets: list[tuple[str, list]] = []
 
         def visit(name: str, group) -> None:
             if not isinstance(group, h5py.Group):
@@ -370,14 +383,37 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
                 return
             if indices != list(range(len(indices))):
                 raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
-            blobs = [Blob(np.asarray(group[str(i)], dtype=np.float32)) for i in indices]
-            layers[name] = LayerWeights(name, "", blobs)
-            net.layer.add(name=name)
+            datasets.append((name, [group[str(i)] for i in indices]))
 
-        handle["data"].visititems(visit)
+        try:
+            handle["data"].visititems(visit)
+            # Every declared size is checked before the first array is read.
+            total = sum(_check_hdf5_blob(path, name, i, dataset)
+                        for name, blobs in datasets for i, dataset in enumerate(blobs))
+            check_total(f"{path}: the weights", total)
+            for name, blobs in datasets:
+                layers[name] = LayerWeights(name, "", [Blob(np.asarray(d, dtype=np.float32)) for d in blobs])
+                net.layer.add(name=name)
+        except (OSError, RuntimeError, KeyError) as error:
+            # h5py's answers to a damaged file: a corrupt object header, chunk or link.
+            raise CaffeFormatError(f"{path}: the HDF5 file is corrupt ({error})") from None
     if not layers:
         raise CaffeFormatError(f"{path}: no layer weights under the 'data' group")
     return CaffeWeights(path, "", layers, net)
+
+
+def _check_hdf5_blob(path: Path, name: str, index: int, dataset) -> int:
+    """A stored blob's declared size against the cap and its stored bytes; returns its value count.
+
+    An HDF5 dataset declares its shape apart from its data: a few bytes can
+    declare a terabyte of fill value, or of compressed zeros.
+    """
+    what = f"{path}: layer '{name}' blob {index}"
+    if dataset.dtype.kind not in "fiu" or dataset.shape is None:
+        raise CaffeFormatError(f"{what} is not an array of numbers (HDF5 type {dataset.dtype})")
+    values = check_elements(what, dataset.shape)
+    check_expansion(what, dataset.id.get_storage_size(), values * dataset.dtype.itemsize)
+    return values
 
 
 # ------------------------------------------------------------------ writing

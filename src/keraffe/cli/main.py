@@ -13,6 +13,8 @@ import os
 import sys
 import traceback
 
+from keraffe.cli.options import add_max_elements_option
+
 #: Sub-command name -> module under keraffe.cli that defines add_arguments() and run().
 COMMANDS = {
     "inspect": "inspect_cmd",
@@ -37,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show the full traceback on errors")
         module.add_arguments(sub)
+        add_max_elements_option(sub)
         sub.set_defaults(run=module.run)
     return parser
 
@@ -48,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from keraffe.errors import KeraffeError
+    from keraffe.limits import element_cap
 
     if _needs_keras(args):
         _start_tensorflow_quietly()
     try:
-        return int(args.run(args) or 0)
+        with element_cap(args.max_elements):
+            return int(args.run(args) or 0)
     except KeraffeError as error:
         if args.debug:
             traceback.print_exc()
