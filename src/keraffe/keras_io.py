@@ -92,7 +92,7 @@ class _Stored:
 #: Members of a .keras archive that hold the model's variables.
 _KERAS_WEIGHTS = ("model.weights.h5", "model.weights.npz")
 #: A JSON string, or one of the brackets that nest JSON values.
-_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_JSON_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 #: Classes whose stored config carries code or a pickle: Keras runs them only with safe mode off.
 _CODE_CARRIERS = {
     "Lambda": "a Lambda layer, i.e. arbitrary Python code stored in the file",
@@ -158,8 +158,13 @@ def _check_keras_archive(path: Path) -> _Stored:
         if not isinstance(config, dict):
             raise KeraffeError(f"{path}: config.json does not describe a model (it holds a {type(config).__name__})")
         if "model.weights.h5" in members:
-            with archive.open("model.weights.h5") as member, h5py.File(member, "r") as handle:
-                _check_datasets(f"{path}: model.weights.h5", handle)
+            with archive.open("model.weights.h5") as member:
+                try:
+                    handle = h5py.File(member, "r")
+                except OSError as error:
+                    raise KeraffeError(f"{path}: its model.weights.h5 is not a readable HDF5 file ({error})") from None
+                with handle:
+                    _check_datasets(f"{path}: model.weights.h5", handle)
     return _Stored(config, sum(info.file_size for info in weights) if weights else 0)
 
 

@@ -90,14 +90,19 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
                 raise KeraffeError(f"{path}: no weights stored for layer '{layer.name}'")
             group = weights_group[layer.name]
             names = [_decode(n) for n in group.attrs.get("weight_names", [])]
-            arrays = [np.asarray(group[n]) for n in names]
+            stored = [group.get(n) if isinstance(group, h5py.Group) else None for n in names]
+            missing = [n for n, item in zip(names, stored) if not isinstance(item, h5py.Dataset)]
+            if missing:
+                raise KeraffeError(f"{path}: layer '{layer.name}' lists weights {missing} that the file does not "
+                                   "store as arrays")
+            # Shapes are compared before a value is read.
+            shapes = [tuple(item.shape) for item in stored]
             expected = [tuple(w.shape) for w in layer.weights]
-            if [a.shape for a in arrays] != expected:
+            if shapes != expected:
                 raise KeraffeError(
-                    f"{path}: layer '{layer.name}' stores weights of shapes {[a.shape for a in arrays]}, "
-                    f"the rebuilt layer needs {expected}"
+                    f"{path}: layer '{layer.name}' stores weights of shapes {shapes}, the rebuilt layer needs {expected}"
                 )
-            layer.set_weights(arrays)
+            layer.set_weights([np.asarray(item) for item in stored])
     return model
 
 

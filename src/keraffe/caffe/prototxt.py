@@ -51,7 +51,9 @@ def parse_prototxt(text: str, source: str = "<text>") -> pb.NetParameter:
 
 
 #: What can open or close a message in protobuf text, skipping strings and comments (which may hold braces).
-_NESTING_TOKENS = re.compile(r'"(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|#[^\n]*|[{}<>]')
+#: Strings are matched as runs of plain characters between escapes: a per-character alternation would
+#: make the regex engine keep a backtracking record per character of an unterminated string.
+_NESTING_TOKENS = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|#[^\n]*|[{}<>]')
 
 
 def _check_nesting(text: str, source: str) -> None:
