@@ -185,9 +185,9 @@ def _check_config_text(path: Path, text: str):
     return config
 
 
-def _code_carriers(config) -> list[tuple[str, str]]:
-    """(class name, layer name) of every object in a parsed config that carries code or a pickle."""
-    found: list[tuple[str, str]] = []
+def _code_carriers(config) -> list[tuple[str, str | None]]:
+    """(class name, layer name or None) of every object in a parsed config that carries code or a pickle."""
+    found: list[tuple[str, str | None]] = []
     pending = [config]
     while pending:
         node = pending.pop()
@@ -195,18 +195,19 @@ def _code_carriers(config) -> list[tuple[str, str]]:
             class_name = node.get("class_name")
             if isinstance(class_name, str) and class_name in _CODE_CARRIERS:
                 settings = node.get("config")
-                name = settings.get("name", "?") if isinstance(settings, dict) else "?"
-                found.append((class_name, str(name)))
+                name = settings.get("name") if isinstance(settings, dict) else None
+                found.append((class_name, str(name) if name is not None else None))
+                continue  # what it holds (a Lambda's function) is part of the same finding
             pending.extend(node.values())
         elif isinstance(node, list):
             pending.extend(node)
-    return sorted(found)
+    return sorted(found, key=lambda item: (item[0], item[1] or ""))
 
 
-def _code_error(path: Path, carriers: list[tuple[str, str]]) -> KeraffeError:
-    if all(class_name in ("Lambda", "__lambda__") for class_name, _ in carriers):
-        return _lambda_error(path, sorted({name for class_name, name in carriers if class_name == "Lambda"}))
-    described = "; ".join(f"'{name}': {_CODE_CARRIERS[class_name]}" for class_name, name in carriers)
+def _code_error(path: Path, carriers: list[tuple[str, str | None]]) -> KeraffeError:
+    if all(class_name == "Lambda" for class_name, _ in carriers):
+        return _lambda_error(path, [name or "?" for _, name in carriers])
+    described = "; ".join((f"'{name}': " if name else "") + _CODE_CARRIERS[class_name] for class_name, name in carriers)
     return KeraffeError(
         f"{path}: the model stores code or pickled objects ({described}); keraffe loads models with Keras' "
         "safe_mode and never runs or unpickles what a model file stores. Rebuild those parts from standard "
