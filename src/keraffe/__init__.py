@@ -69,6 +69,13 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     return export_files(model, prototxt, caffemodel, target, batch_size=batch, source=source)
 
 
+# The function verify() below shares its name with the subpackage keraffe.verify. Python binds a
+# subpackage's name in its parent when the subpackage is first imported: imported first, here, it
+# leaves the name to the function for good; imported later (by the function itself), it would
+# replace the function, and a second keraffe.verify(...) in one process would call a module.
+import keraffe.verify as _verify_package  # noqa: E402,F401
+
+
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
            input_shape=None, max_elements=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify).
