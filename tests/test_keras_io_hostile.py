@@ -295,3 +295,44 @@ def test_safe_mode_holds_even_when_keras_sees_no_lambda_by_name(tmp_path, unsafe
     with pytest.raises(KeraffeError, match=r"stores code or pickled objects \(a Python lambda stored as bytecode\); keraffe"):
         load_keras_model(path)
     assert not ran.exists()
+
+
+# ------------------------------------------------------------------ fuzzer findings, minimised
+
+
+def test_a_number_where_keras_expects_a_module_name(tmp_path):
+    """Was AttributeError ('int' object has no attribute 'startswith') from inside Keras' deserializer."""
+    path = edit_config(saved(tmp_path), lambda config: config.update(module=2147483647))
+    with pytest.raises(KeraffeError, match=r"Keras cannot load this model: AttributeError: 'int' object has no "
+                                           r"attribute 'startswith'"):
+        load_keras_model(path)
+
+
+@pytest.mark.parametrize("config, fragment", [
+    (0, "a Keras 2.2.4 int model that Keras 3 cannot open"),
+    ({"class_name": "Sequential", "config": 0}, "the stored architecture is not a list of layers"),
+    ({"class_name": "Sequential", "config": [{"class_name": "Dense", "config": 0}]},
+     "the stored architecture is not a list of layers"),
+], ids=["number", "layers_a_number", "settings_a_number"])
+def test_legacy_h5_architecture_of_the_wrong_shape(tmp_path, config, fragment):
+    """Were AttributeError ('int' object has no attribute 'get') and TypeError in the legacy loader."""
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w") as handle:
+        handle.attrs["keras_version"] = b"2.2.4"
+        handle.attrs["model_config"] = json.dumps(config).encode()
+    with pytest.raises(KeraffeError, match=fragment):
+        load_keras_model(path)
+
+
+@pytest.mark.parametrize("input_shape, fragment", [
+    ([None, 0, 34, 3], "ValueError: Computed output size would be zero or negative"),
+    ([None, -1, 34, 3], "Negative dimensions are not allowed"),
+], ids=["zero", "negative"])
+def test_legacy_h5_settings_keras_refuses(tmp_path, input_shape, fragment):
+    """Were ValueErrors from Keras' layer constructors and build methods, out of the legacy loader."""
+    layers = [{"class_name": "Conv2D", "config": {"name": "conv2d_1", "filters": 16, "kernel_size": [5, 5],
+                                                  "batch_input_shape": input_shape}}]
+    path = keras2_h5(tmp_path / "model.h5", layers, {})
+    with pytest.raises(KeraffeError, match=rf"Keras 3 cannot rebuild the Keras 2.2.4 layers from their stored settings "
+                                           rf"\(.*{fragment}"):
+        load_keras_model(path)

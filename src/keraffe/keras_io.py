@@ -45,23 +45,20 @@ def _load_keras_model(path: Path):
             declared = declared_variables(lambda: _build_only(path, stored))
             check_declared(str(path), declared, stored.weight_bytes)
             return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except ValueError as error:
+    except (KeraffeError, MemoryError, RecursionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - Keras' loader meeting a file it was not written for
+        # Keras raises what its code happens to raise on a malformed model (ValueError, TypeError, KeyError,
+        # AttributeError on a number where it expects a string ...): the file's fault, said once.
         text = str(error)
         lambdas = _stored_lambdas(path)
-        if "Lambda" in text or "lambda" in text or "safe_mode" in text or lambdas:
+        if lambdas or (isinstance(error, ValueError) and ("Lambda" in text or "lambda" in text or "safe_mode" in text)):
             raise _lambda_error(path, lambdas) from None
         legacy = _try_legacy(path, error)
         if legacy is not None:
             return legacy
-        raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(text)}") from None
-    except (OSError, TypeError, KeyError) as error:
-        lambdas = _stored_lambdas(path)
-        if lambdas:
-            raise _lambda_error(path, lambdas) from None
-        legacy = _try_legacy(path, error)
-        if legacy is not None:
-            return legacy
-        raise KeraffeError(f"{path}: Keras cannot load this model: {_first_line(str(error))}") from None
+        kind = "" if isinstance(error, (ValueError, OSError, TypeError, KeyError)) else f"{type(error).__name__}: "
+        raise KeraffeError(f"{path}: Keras cannot load this model: {kind}{_first_line(text)}") from None
 
 
 def _build_only(path: Path, stored: "_Stored") -> None:
@@ -290,7 +287,9 @@ def _try_legacy(path: Path, error: Exception):
 
 
 def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "unknown error"
+    """Keras' message, its first line; cut after 400 characters (Keras may quote a whole model config)."""
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line if len(line) <= 400 else line[:400] + " ..."
 
 
 def save_keras_model(model, path: str | os.PathLike) -> None:

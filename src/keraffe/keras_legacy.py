@@ -10,6 +10,7 @@ and no stored code is ever run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -70,18 +71,23 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
                 f"{path}: the file holds weights only, no architecture; rebuild the model in code and call "
                 f"load_weights on it{why_keras}"
             )
-        config = json.loads(_decode(raw))
+        try:
+            config = json.loads(_decode(raw))
+        except ValueError as error:
+            raise KeraffeError(f"{path}: the stored architecture is not valid JSON ({error})") from None
         version = _decode(handle.attrs.get("keras_version", "unknown"))
-        if config.get("class_name") != "Sequential":
+        class_name = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+        if class_name != "Sequential":
             raise KeraffeError(
-                f"{path}: a Keras {version} {config.get('class_name')} model that Keras 3 cannot open; keraffe "
+                f"{path}: a Keras {version} {class_name} model that Keras 3 cannot open; keraffe "
                 f"rebuilds only plain Sequential models from Keras 2 files{why_keras}"
             )
-        layer_configs = config["config"] if isinstance(config["config"], list) else config["config"]["layers"]
-        # Built once with no variable allocated, to check their shapes (keraffe.limits), then for real.
-        declared = declared_variables(lambda: _sequential(path, layer_configs, version))
-        check_declared(str(path), declared, path.stat().st_size)
-        model = _sequential(path, layer_configs, version)
+        layer_configs = _layer_configs(path, config)
+        with _keras_refusing(path, version):
+            # Built once with no variable allocated, to check their shapes (keraffe.limits), then for real.
+            declared = declared_variables(lambda: _sequential(path, layer_configs, version))
+            check_declared(str(path), declared, path.stat().st_size)
+            model = _sequential(path, layer_configs, version)
         weights_group = handle["model_weights"] if "model_weights" in handle else handle
         for layer in model.layers:
             if not layer.weights:
@@ -104,6 +110,35 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
                 )
             layer.set_weights([np.asarray(item) for item in stored])
     return model
+
+
+def _layer_configs(path: Path, config: dict) -> list[dict]:
+    """The Sequential model's layer entries, each a dict with a class name and a settings dict."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else inner
+    if not isinstance(layers, list) or not all(
+            isinstance(item, dict) and isinstance(item.get("class_name"), str) and isinstance(item.get("config"), dict)
+            for item in layers):
+        raise KeraffeError(f"{path}: the stored architecture is not a list of layers, each with a class and settings")
+    return layers
+
+
+@contextlib.contextmanager
+def _keras_refusing(path: Path, version: str):
+    """Keras refusing a stored setting (a shape of zero, a kernel size of -1, a string for a number) is the file's fault.
+
+    The settings are the file's, checked for meaning by Keras' constructors
+    and build methods, which raise whatever they raise; the user gets one
+    KeraffeError with Keras' own words.
+    """
+    try:
+        yield
+    except (KeraffeError, MemoryError, RecursionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - Keras' answer to a setting it cannot use
+        text = str(error).strip().splitlines()
+        raise KeraffeError(f"{path}: Keras 3 cannot rebuild the Keras {version} layers from their stored settings "
+                           f"({type(error).__name__}: {text[0] if text else 'no message'})") from None
 
 
 def _sequential(path: Path, layer_configs, version):
@@ -138,7 +173,7 @@ def _translate(path: Path, layer_configs, version):
             )
         if input_shape is None:
             shape = settings.get("batch_input_shape")
-            if shape is None:
+            if not isinstance(shape, list) or not shape:
                 raise KeraffeError(f"{path}: the first layer does not record the input shape")
             input_shape = tuple(shape[1:])
         kept = {}

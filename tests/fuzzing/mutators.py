@@ -473,21 +473,17 @@ BINARYPROTO = (_as_blob(wire_blob_dims), _as_blob(wire_blob_data), flip_bytes, t
 
 
 def _rewrite_h5(data: bytes, edit: Callable) -> bytes:
-    """Copy an HDF5 file through h5py, letting ``edit`` change it; the bytes unchanged if h5py cannot open it."""
+    """An HDF5 file changed in place by ``edit`` (h5py on a copy in memory); the bytes unchanged if h5py cannot open it."""
     import h5py
 
+    buffer = io.BytesIO(data)
     try:
-        source = h5py.File(io.BytesIO(data), "r")
+        handle = h5py.File(buffer, "r+")
     except (OSError, ValueError):
         return data
-    target_buffer = io.BytesIO()
-    with source, h5py.File(target_buffer, "w") as target:
-        for key, value in source.attrs.items():
-            target.attrs[key] = value
-        for name in source:
-            source.copy(source[name], target, name=name)
-        edit(target)
-    return target_buffer.getvalue()
+    with handle:
+        edit(handle)
+    return buffer.getvalue()
 
 
 def _datasets(handle) -> list[str]:
