@@ -336,3 +336,15 @@ def test_legacy_h5_settings_keras_refuses(tmp_path, input_shape, fragment):
     with pytest.raises(KeraffeError, match=rf"Keras 3 cannot rebuild the Keras 2.2.4 layers from their stored settings "
                                            rf"\(.*{fragment}"):
         load_keras_model(path)
+
+
+def test_legacy_h5_weight_names_that_name_nothing(tmp_path):
+    """Was KeyError from h5py: a layer's weight_names listing an array the file does not hold."""
+    layers = [{"class_name": "Dense", "config": {"name": "dense_1", "units": 10, "batch_input_shape": [None, 2]}}]
+    path = keras2_h5(tmp_path / "model.h5", layers, {"dense_1": [("kernel", np.zeros((2, 10), np.float32)),
+                                                                  ("bias", np.zeros(10, np.float32))]})
+    with h5py.File(path, "a") as handle:
+        handle["model_weights/dense_1"].move("dense_1/bias:0", "dense_1/renamed:0")
+    with pytest.raises(KeraffeError, match=r"layer 'dense_1' lists weights \['dense_1/bias:0'\] that the file does "
+                                           r"not store as arrays"):
+        load_keras_model(path)
