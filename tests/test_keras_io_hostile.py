@@ -134,27 +134,19 @@ def test_zip_bomb_is_refused_from_the_directory(tmp_path):
         tracemalloc.stop()
 
 
-def test_missing_weights_are_refused(tmp_path):
+@pytest.mark.parametrize("member, edit, fragment", [
+    ("model.weights.h5", None, r"Keras cannot load this model: Expected a model.weights.h5"),
+    ("config.json", None, r"the .keras archive has no config.json"),
+    ("config.json", lambda data: data[:-20], r"the model config is not valid JSON"),
+], ids=["missing_weights", "missing_config", "bad_json"])
+def test_archive_members_missing_or_broken(tmp_path, member, edit, fragment):
     path = saved(tmp_path)
     contents = members(path)
-    del contents["model.weights.h5"]
-    with pytest.raises(KeraffeError, match=r"Keras cannot load this model: Expected a model.weights.h5"):
-        load_keras_model(rezip(path, contents))
-
-
-def test_missing_config_is_refused(tmp_path):
-    path = saved(tmp_path)
-    contents = members(path)
-    del contents["config.json"]
-    with pytest.raises(KeraffeError, match=r"the .keras archive has no config.json"):
-        load_keras_model(rezip(path, contents))
-
-
-def test_bad_json_is_refused(tmp_path):
-    path = saved(tmp_path)
-    contents = members(path)
-    contents["config.json"] = contents["config.json"][:-20]
-    with pytest.raises(KeraffeError, match=r"the model config is not valid JSON"):
+    if edit is None:
+        del contents[member]
+    else:
+        contents[member] = edit(contents[member])
+    with pytest.raises(KeraffeError, match=fragment):
         load_keras_model(rezip(path, contents))
 
 

@@ -494,6 +494,11 @@ def _datasets(handle) -> list[str]:
     return names
 
 
+def _one_dataset(handle, choices: Choices) -> str | None:
+    names = _datasets(handle)
+    return names[choices.integer(0, len(names) - 1)] if names else None
+
+
 ABSURD_SHAPES = ((100000, 100000), (2**31 - 1,), (0,), (2**40,), (3, 0, 5), ())
 
 
@@ -502,10 +507,9 @@ def h5_absurd_dataset(data: bytes, choices: Choices) -> bytes:
     import numpy as np
 
     def edit(handle):
-        names = _datasets(handle)
-        if not names:
+        name = _one_dataset(handle, choices)
+        if name is None:
             return
-        name = names[choices.integer(0, len(names) - 1)]
         parent = handle[name].parent
         leaf = name.rsplit("/", 1)[-1]
         del parent[leaf]
@@ -533,10 +537,9 @@ def h5_drop_or_rename(data: bytes, choices: Choices) -> bytes:
     """A dataset or group disappears, or moves to a name its reader does not expect."""
 
     def edit(handle):
-        names = _datasets(handle)
-        if not names:
+        name = _one_dataset(handle, choices)
+        if name is None:
             return
-        name = names[choices.integer(0, len(names) - 1)]
         if choices.integer(0, 1):
             del handle[name]
         else:

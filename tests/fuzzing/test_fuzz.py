@@ -10,6 +10,7 @@ one and records the figures that the README shows.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -63,6 +64,15 @@ def _case(data, fmt: str, mutations, most: int = 3):
     return entry, mutated, f"{source} mutated by {' then '.join(applied)}"
 
 
+@contextlib.contextmanager
+def _written(name: str, data: bytes):
+    """(the case's file, an empty output folder) in a temporary folder that goes when the case ends."""
+    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
+        path = Path(tmp, name)
+        path.write_bytes(data)
+        yield path, fresh_folder(Path(tmp), "out")
+
+
 def _check(fmt: str, outcomes, case: str) -> None:
     bad = record(fmt, outcomes, case)
     assert not bad, f"{case}:\n{describe(bad)}"
@@ -78,10 +88,7 @@ def test_prototxt_readers(data):
     from keraffe.caffe.prototxt import read_prototxt
 
     _, text, case = _case(data, "prototxt", PROTOTXT)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        net = Path(tmp, "net.prototxt")
-        net.write_bytes(text)
-        out = fresh_folder(Path(tmp), "out")
+    with _written("net.prototxt", text) as (net, out):
         _check("prototxt", [
             run_api("read", lambda: read_prototxt(net), watch_memory=len(text)),
             run_api("shapes", lambda: load_net(net)),
@@ -94,10 +101,7 @@ def test_prototxt_readers(data):
 @given(st.data())
 def test_prototxt_to_keras(data):
     _, text, case = _case(data, "prototxt", PROTOTXT_MEANING, most=1)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        net = Path(tmp, "net.prototxt")
-        net.write_bytes(text)
-        out = fresh_folder(Path(tmp), "out")
+    with _written("net.prototxt", text) as (net, out):
         _check("prototxt", [run_cli("caffe2keras", ["caffe2keras", net, "-o", out / "m.keras"], out=out)], case)
 
 
@@ -117,26 +121,24 @@ def _weights_outcomes(prototxt: Path, weights: Path, out: Path, size: int):
     ]
 
 
+def _weights_case(data, fmt: str, mutations, name: str) -> None:
+    (_, prototxt), blob, case = _case(data, fmt, mutations)
+    with _written(name, blob) as (weights, out):
+        _check(fmt, _weights_outcomes(zoo_path(prototxt), weights, out, len(blob)), case)
+
+
 @fuzz(70)
 @given(st.data())
 def test_caffemodel_readers(data):
-    (_, prototxt), blob, case = _case(data, "caffemodel", CAFFEMODEL)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        weights = Path(tmp, "w.caffemodel")
-        weights.write_bytes(blob)
-        out = fresh_folder(Path(tmp), "out")
-        _check("caffemodel", _weights_outcomes(zoo_path(prototxt), weights, out, len(blob)), case)
+    _weights_case(data, "caffemodel", CAFFEMODEL, "w.caffemodel")
 
 
 @fuzz(5)
 @given(st.data())
 def test_caffemodel_to_keras_and_prune(data):
     (_, prototxt), blob, case = _case(data, "caffemodel", CAFFEMODEL_MEANING, most=1)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        weights = Path(tmp, "w.caffemodel")
-        weights.write_bytes(blob)
-        out = fresh_folder(Path(tmp), "out")
-        net = zoo_path(prototxt)
+    net = zoo_path(prototxt)
+    with _written("w.caffemodel", blob) as (weights, out):
         _check("caffemodel", [
             run_cli("caffe2keras", ["caffe2keras", net, "--weights", weights, "-o", out / "m.keras"], out=out),
             run_cli("prune", ["prune", net, "--weights", weights, "-o", out / "small.prototxt", "--ratio", "0.5"],
@@ -147,12 +149,7 @@ def test_caffemodel_to_keras_and_prune(data):
 @fuzz(20)
 @given(st.data())
 def test_caffemodel_h5_readers(data):
-    (_, prototxt), blob, case = _case(data, "caffemodel_h5", HDF5_CAFFE)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        weights = Path(tmp, "w.caffemodel.h5")
-        weights.write_bytes(blob)
-        out = fresh_folder(Path(tmp), "out")
-        _check("caffemodel_h5", _weights_outcomes(zoo_path(prototxt), weights, out, len(blob)), case)
+    _weights_case(data, "caffemodel_h5", HDF5_CAFFE, "w.caffemodel.h5")
 
 
 @fuzz(40)
@@ -161,9 +158,7 @@ def test_binaryproto_reader(data):
     from keraffe.caffe.binaryproto import read_mean
 
     _, blob, case = _case(data, "binaryproto", BINARYPROTO)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        mean = Path(tmp, "mean.binaryproto")
-        mean.write_bytes(blob)
+    with _written("mean.binaryproto", blob) as (mean, _):
         _check("binaryproto", [run_api("read", lambda: read_mean(mean), watch_memory=len(blob))], case)
 
 
@@ -185,17 +180,13 @@ def _keras_outcomes(model: Path, out: Path):
 @given(st.data())
 def test_keras_archive(data):
     _, blob, case = _case(data, "keras", KERAS_ZIP)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        model = Path(tmp, "model.keras")
-        model.write_bytes(blob)
-        _check("keras", _keras_outcomes(model, fresh_folder(Path(tmp), "out")), case)
+    with _written("model.keras", blob) as (model, out):
+        _check("keras", _keras_outcomes(model, out), case)
 
 
 @fuzz(10)
 @given(st.data())
 def test_keras_h5(data):
     _, blob, case = _case(data, "keras_h5", HDF5_KERAS)
-    with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-") as tmp:
-        model = Path(tmp, "model.h5")
-        model.write_bytes(blob)
-        _check("keras_h5", _keras_outcomes(model, fresh_folder(Path(tmp), "out")), case)
+    with _written("model.h5", blob) as (model, out):
+        _check("keras_h5", _keras_outcomes(model, out), case)
