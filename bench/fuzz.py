@@ -14,7 +14,7 @@ pytest process and records what happened in ``bench/results/fuzz.json``:
   messages those were (paths, names and numbers blanked);
 * the wall time, the machine and the commit.
 
-    python bench/fuzz.py [--profile long|bounded] [--seed 20240612] [--scale 25] [--out FILE]
+    python bench/fuzz.py [--profile long|bounded] [--seed 20240612] [--scale 10] [--out FILE]
 
 ``make fuzz`` runs it with the defaults. Exit status 1 when a crash was found.
 """
@@ -39,13 +39,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=["long", "bounded"], default="long")
     parser.add_argument("--seed", type=int, default=20240612)
-    parser.add_argument("--scale", type=int, default=None, help="examples per test times this (long default 25)")
+    parser.add_argument("--scale", type=int, default=None, help="examples per test times this (long default 10)")
     parser.add_argument("--out", type=Path, default=None,
                         help="default bench/results/fuzz.json (long) or fuzz_bounded.json (bounded)")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = REPO / "bench" / "results" / ("fuzz.json" if args.profile == "long" else "fuzz_bounded.json")
-    scale = args.scale if args.scale is not None else (25 if args.profile == "long" else 1)
+    scale = args.scale if args.scale is not None else (10 if args.profile == "long" else 1)
 
     with tempfile.TemporaryDirectory(prefix="keraffe-fuzz-stats-") as tmp:
         stats_path = Path(tmp, "stats.json")

@@ -120,7 +120,7 @@ def _check_container(path: Path) -> _Stored:
         try:
             return _check_keras_archive(path)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as error:
-            raise KeraffeError(f"{path}: the .keras archive is corrupt ({error})") from None
+            raise KeraffeError(f"{path}: the .keras archive is corrupt ({error or type(error).__name__})") from None
     if suffix in (".h5", ".hdf5"):
         if not h5py.is_hdf5(path):
             raise KeraffeError(f"{path}: not an HDF5 file; the Keras .h5 model is corrupt, truncated or of another format")

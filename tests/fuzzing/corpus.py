@@ -18,7 +18,7 @@ PROFILE = os.environ.get("KERAFFE_FUZZ_PROFILE", "bounded")
 #: The seed of every hypothesis search in the run.
 SEED = int(os.environ.get("KERAFFE_FUZZ_SEED", "20240612"))
 #: Examples per test: the bounded counts, times this factor in a long run.
-SCALE = int(os.environ.get("KERAFFE_FUZZ_SCALE", "1" if PROFILE == "bounded" else "25"))
+SCALE = int(os.environ.get("KERAFFE_FUZZ_SCALE", "1" if PROFILE == "bounded" else "10"))
 
 BOUNDED = {
     "prototxt": ["lenet_mnist_trained/lenet.prototxt", "bvlc_cifar10_quick/cifar10_quick.prototxt",
