@@ -50,10 +50,11 @@ def _load_keras_model(path: Path):
     except Exception as error:  # noqa: BLE001 - Keras' loader meeting a file it was not written for
         # Keras raises what its code happens to raise on a malformed model (ValueError, TypeError, KeyError,
         # AttributeError on a number where it expects a string ...): the file's fault, said once.
+        # Stored code is refused by name before Keras reads the config (_check_container); Keras' own
+        # safe-mode refusal stays the backstop.
         text = str(error)
-        lambdas = _stored_lambdas(path)
-        if lambdas or (isinstance(error, ValueError) and ("Lambda" in text or "lambda" in text or "safe_mode" in text)):
-            raise _lambda_error(path, lambdas) from None
+        if isinstance(error, ValueError) and ("Lambda" in text or "lambda" in text or "safe_mode" in text):
+            raise _lambda_error(path, []) from None
         legacy = _try_legacy(path, error)
         if legacy is not None:
             return legacy
@@ -233,47 +234,6 @@ def _lambda_error(path: Path, names: list[str]) -> KeraffeError:
         "keraffe loads models with Keras' safe_mode and never runs such code. Replace the Lambda "
         "with standard layers (or keraffe's) and save again"
     )
-
-
-def _stored_lambdas(path: Path) -> list[str]:
-    """Names of the Lambda layers in the file's stored architecture, read as JSON (nothing deserialised).
-
-    Keras' own error does not always say Lambda: one that wraps a named Python
-    function fails with "could not be deserialized" or "Could not locate
-    function", and a Keras 1/2 file fails before Keras reads its layers.
-    """
-    import json
-    import zipfile
-
-    try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-        else:
-            import h5py
-
-            with h5py.File(path, "r") as handle:
-                raw = handle.attrs.get("model_config")
-                if raw is None:
-                    return []
-                config = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    except Exception:  # noqa: BLE001 - not a readable model file: Keras' own error says why
-        return []
-    names: list[str] = []
-
-    def visit(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "Lambda":
-                settings = node.get("config")
-                names.append(str(settings.get("name", "?")) if isinstance(settings, dict) else "?")
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, list):
-            for value in node:
-                visit(value)
-
-    visit(config)
-    return names
 
 
 def _try_legacy(path: Path, error: Exception):
