@@ -7,7 +7,7 @@ import re
 import pytest
 
 from keraffe import limits
-from keraffe.errors import LimitError
+from keraffe.errors import KeraffeError, LimitError
 
 
 def test_count_is_exact_where_numpy_would_wrap():
@@ -75,3 +75,48 @@ def test_nesting_overflow_skips_what_the_tokens_pattern_skips():
     assert limits.nesting_overflow("{" * (limits.MAX_NESTING + 1), tokens, "{") == limits.MAX_NESTING
     assert limits.nesting_overflow('"' + "{" * 1000 + '"', tokens, "{") is None
     assert limits.nesting_overflow("{}" * 10_000, tokens, "{") is None
+
+
+# ------------------------------------------------------------------ .npy / .npz inputs (verify --input, prune --data)
+
+
+def _npy_header(shape, dtype="<f4") -> bytes:
+    import numpy as np
+
+    buffer = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def test_read_numpy_reads_npy_and_npz(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.savez(tmp_path / "b.npz", x=np.ones(3), y=np.zeros((2, 2), np.int64))
+    assert limits.read_numpy(tmp_path / "a.npy", "a").tolist() == [[0, 1, 2], [3, 4, 5]]
+    arrays = limits.read_numpy(tmp_path / "b.npz", "b")
+    assert sorted(arrays) == ["x", "y"] and arrays["y"].shape == (2, 2)
+
+
+def test_read_numpy_refuses_a_header_declaring_more_than_the_file(tmp_path):
+    path = tmp_path / "x.npy"
+    path.write_bytes(_npy_header((100000, 100000)))
+    with pytest.raises(LimitError, match=r"x declares shape \(100000, 100000\): 10,000,000,000 values"):
+        limits.read_numpy(path, "x")
+    path.write_bytes(_npy_header((10000, 1000)) + b"\0" * 64)
+    with pytest.raises(LimitError, match=r"x declares shape \(10000, 1000\), 40,000,000 bytes, but its file holds"):
+        limits.read_numpy(path, "x")
+
+
+def test_read_numpy_refuses_pickles_and_zip_bombs(tmp_path):
+    import zipfile
+
+    import numpy as np
+
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(KeraffeError, match="holds Python objects"):
+        limits.read_numpy(tmp_path / "o.npy", "o")
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("x.npy", _npy_header((16 << 20,)) + bytes(64 << 20))
+    with pytest.raises(LimitError, match="member x.npy would expand from"):
+        limits.read_numpy(tmp_path / "bomb.npz", "bomb")

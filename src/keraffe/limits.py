@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import re
 from typing import Iterable, Iterator, Sequence
 
-from keraffe.errors import LimitError
+from keraffe.errors import KeraffeError, LimitError
 
 #: The default cap on the values in one declared tensor, and in a net's weights in total.
 DEFAULT_MAX_ELEMENTS = 2**28
@@ -153,3 +154,53 @@ def nesting_overflow(text: str, tokens: re.Pattern, opening: str) -> int | None:
         else:
             depth -= 1
     return None
+
+
+def read_numpy(path, what: str):
+    """An .npy file's array, or an .npz file's arrays by name, each header checked before its data is read.
+
+    numpy allocates the shape a header declares, then reads into it; a header
+    of a few bytes can declare terabytes. Every array must be under the cap and
+    no larger than the bytes that store it (plus EXPANSION_SLACK). Object
+    arrays (pickles) are refused, as numpy's ``allow_pickle=False`` does.
+    """
+    import zipfile
+
+    import numpy as np
+
+    try:
+        if not zipfile.is_zipfile(path):
+            with open(path, "rb") as handle:
+                _check_npy_header(handle, what, os.fstat(handle.fileno()).st_size)
+                handle.seek(0)
+                return np.lib.format.read_array(handle, allow_pickle=False)
+        arrays = {}
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                check_expansion(f"{what}: member {info.filename}", info.compress_size, info.file_size)
+                with archive.open(info) as member:
+                    _check_npy_header(member, f"{what}: array '{name}'", info.file_size)
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+        return arrays
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise KeraffeError(f"{what}: not a readable .npy or .npz file ({error})") from None
+
+
+def _check_npy_header(stream, what: str, stored_bytes: int) -> None:
+    import numpy as np
+
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f".npy format version {version[0]}.{version[1]}, which keraffe does not read")
+    if dtype.hasobject:
+        raise ValueError("the array holds Python objects (a pickle), which keraffe never loads")
+    values = check_elements(what, shape)
+    if values * dtype.itemsize > stored_bytes + EXPANSION_SLACK:
+        raise LimitError(f"{what} declares shape {tuple(shape)}, {values * dtype.itemsize:,} bytes, but its file "
+                         f"holds {stored_bytes:,}")
