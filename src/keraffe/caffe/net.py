@@ -394,7 +394,9 @@ def _infer_shapes(net: CaffeNet) -> None:
 
 def _stored_weights(node: LayerNode, shared: Mapping[tuple[str, int], tuple[str, int]]) -> int:
     """The fewest values a weights file must store for ``node``: its required blobs not shared with another layer."""
-    params = node.shapes.params if node.shapes else ()
+    if node.shapes is None:
+        return 0
+    params = node.shapes.params
     required = len(params) if node.shapes.required_params is None else node.shapes.required_params
     return sum(count(shape) for i, shape in enumerate(params[:required]) if (node.name, i) not in shared)
 
