@@ -64,52 +64,66 @@ def load_legacy_h5(path: str | os.PathLike, original_error: Exception | None = N
         handle = h5py.File(path, "r")
     except OSError as error:
         raise KeraffeError(f"{path}: not an HDF5 file ({error})") from None
-    with handle:
-        raw = handle.attrs.get("model_config")
-        if raw is None:
-            raise KeraffeError(
-                f"{path}: the file holds weights only, no architecture; rebuild the model in code and call "
-                f"load_weights on it{why_keras}"
-            )
-        try:
-            config = json.loads(_decode(raw))
-        except ValueError as error:
-            raise KeraffeError(f"{path}: the stored architecture is not valid JSON ({error})") from None
-        version = _decode(handle.attrs.get("keras_version", "unknown"))
-        class_name = config.get("class_name") if isinstance(config, dict) else type(config).__name__
-        if class_name != "Sequential":
-            raise KeraffeError(
-                f"{path}: a Keras {version} {class_name} model that Keras 3 cannot open; keraffe "
-                f"rebuilds only plain Sequential models from Keras 2 files{why_keras}"
-            )
-        layer_configs = _layer_configs(path, config)
-        with _keras_refusing(path, version):
-            # Built once with no variable allocated, to check their shapes (keraffe.limits), then for real.
-            declared = declared_variables(lambda: _sequential(path, layer_configs, version))
-            check_declared(str(path), declared, path.stat().st_size)
-            model = _sequential(path, layer_configs, version)
-        weights_group = handle["model_weights"] if "model_weights" in handle else handle
-        for layer in model.layers:
-            if not layer.weights:
-                continue
-            if layer.name not in weights_group:
-                raise KeraffeError(f"{path}: no weights stored for layer '{layer.name}'")
-            group = weights_group[layer.name]
-            names = [_decode(n) for n in group.attrs.get("weight_names", [])]
-            stored = [group.get(n) if isinstance(group, h5py.Group) else None for n in names]
-            missing = [n for n, item in zip(names, stored) if not isinstance(item, h5py.Dataset)]
-            if missing:
-                raise KeraffeError(f"{path}: layer '{layer.name}' lists weights {missing} that the file does not "
-                                   "store as arrays")
-            # Shapes are compared before a value is read.
-            shapes = [tuple(item.shape) for item in stored]
-            expected = [tuple(w.shape) for w in layer.weights]
-            if shapes != expected:
-                raise KeraffeError(
-                    f"{path}: layer '{layer.name}' stores weights of shapes {shapes}, the rebuilt layer needs {expected}"
-                )
-            layer.set_weights([np.asarray(item) for item in stored])
+    try:
+        with handle:
+            return _rebuild(path, handle, why_keras)
+    except (OSError, RuntimeError, KeyError) as error:
+        # h5py's answers to a damaged file: a corrupt object header, B-tree, chunk or link.
+        raise KeraffeError(f"{path}: the HDF5 file is corrupt ({error})") from None
+
+
+def _rebuild(path: Path, handle, why_keras: str):
+    raw = handle.attrs.get("model_config")
+    if raw is None:
+        raise KeraffeError(
+            f"{path}: the file holds weights only, no architecture; rebuild the model in code and call "
+            f"load_weights on it{why_keras}"
+        )
+    try:
+        config = json.loads(_decode(raw))
+    except ValueError as error:
+        raise KeraffeError(f"{path}: the stored architecture is not valid JSON ({error})") from None
+    version = _decode(handle.attrs.get("keras_version", "unknown"))
+    class_name = config.get("class_name") if isinstance(config, dict) else type(config).__name__
+    if class_name != "Sequential":
+        raise KeraffeError(
+            f"{path}: a Keras {version} {class_name} model that Keras 3 cannot open; keraffe "
+            f"rebuilds only plain Sequential models from Keras 2 files{why_keras}"
+        )
+    layer_configs = _layer_configs(path, config)
+    with _keras_refusing(path, version):
+        # Built once with no variable allocated, to check their shapes (keraffe.limits), then for real.
+        declared = declared_variables(lambda: _sequential(path, layer_configs, version))
+        check_declared(str(path), declared, path.stat().st_size)
+        model = _sequential(path, layer_configs, version)
+    _set_weights(path, handle, model)
     return model
+
+
+def _set_weights(path: Path, handle, model) -> None:
+    """Each layer's stored arrays, matched by name and checked by shape before a value is read."""
+    import h5py
+
+    weights_group = handle["model_weights"] if "model_weights" in handle else handle
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in weights_group:
+            raise KeraffeError(f"{path}: no weights stored for layer '{layer.name}'")
+        group = weights_group[layer.name]
+        names = [_decode(n) for n in group.attrs.get("weight_names", [])]
+        stored = [group.get(n) if isinstance(group, h5py.Group) else None for n in names]
+        missing = [n for n, item in zip(names, stored) if not isinstance(item, h5py.Dataset)]
+        if missing:
+            raise KeraffeError(f"{path}: layer '{layer.name}' lists weights {missing} that the file does not "
+                               "store as arrays")
+        shapes = [tuple(item.shape) for item in stored]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if shapes != expected:
+            raise KeraffeError(
+                f"{path}: layer '{layer.name}' stores weights of shapes {shapes}, the rebuilt layer needs {expected}"
+            )
+        layer.set_weights([np.asarray(item) for item in stored])
 
 
 def _layer_configs(path: Path, config: dict) -> list[dict]:

@@ -251,3 +251,18 @@ def test_default_cap_is_documented_in_the_cli_help(capsys):
     with pytest.raises(SystemExit):
         main(["inspect", "--help"])
     assert f"{DEFAULT_MAX_ELEMENTS:,}" in capsys.readouterr().out
+
+
+def test_hdf5_weights_with_a_corrupt_btree_are_refused(tmp_path):
+    """Fuzzer finding: h5py raised RuntimeError ("wrong B-tree signature") from the first look into the file."""
+    path = _h5_weights(tmp_path, lambda g: g.create_dataset("0", data=np.ones(4, np.float32)))
+    data = bytearray(path.read_bytes())
+    # A group's B-tree nodes start with the signature TREE; damaging every one stops any lookup.
+    position = data.find(b"TREE")
+    assert position > 0
+    while position >= 0:
+        data[position:position + 4] = b"XXXX"
+        position = data.find(b"TREE", position + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(CaffeFormatError, match=r"the HDF5 file is corrupt \(.*B-tree"):
+        read_weights(path)

@@ -362,44 +362,49 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
         handle = h5py.File(path, "r")
     except OSError as error:
         raise CaffeFormatError(f"{path}: cannot open as HDF5 ({error})") from None
-    with handle:
-        if "data" not in handle:
-            raise CaffeFormatError(
-                f"{path}: an HDF5 file without the 'data' group Caffe writes; "
-                "is this a Keras .h5 file rather than Caffe weights?"
-            )
-        layers: dict[str, LayerWeights] = {}
-        net = pb.NetParameter()
-        datasets: list[tuple[str, list]] = []
-
-        def visit(name: str, group) -> None:
-            if not isinstance(group, h5py.Group):
-                return
-            # A layer's group holds its blobs as datasets "0", "1", ...; it may also hold
-            # the groups of layers named under it ("conv1" and "conv1/bn": Caffe makes
-            # conv1/bn a subgroup of conv1), which are visited on their own.
-            indices = sorted(int(k) for k, v in group.items() if k.isdigit() and isinstance(v, h5py.Dataset))
-            if not indices:
-                return
-            if indices != list(range(len(indices))):
-                raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
-            datasets.append((name, [group[str(i)] for i in indices]))
-
-        try:
-            handle["data"].visititems(visit)
-            # Every declared size is checked before the first array is read.
-            total = sum(_check_hdf5_blob(path, name, i, dataset)
-                        for name, blobs in datasets for i, dataset in enumerate(blobs))
-            check_total(f"{path}: the weights", total)
-            for name, blobs in datasets:
-                layers[name] = LayerWeights(name, "", [Blob(np.asarray(d, dtype=np.float32)) for d in blobs])
-                net.layer.add(name=name)
-        except (OSError, RuntimeError, KeyError) as error:
-            # h5py's answers to a damaged file: a corrupt object header, chunk or link.
-            raise CaffeFormatError(f"{path}: the HDF5 file is corrupt ({error})") from None
+    try:
+        with handle:
+            layers = _read_hdf5_layers(path, handle)
+    except (OSError, RuntimeError, KeyError) as error:
+        # h5py's answers to a damaged file: a corrupt object header, B-tree, chunk or link.
+        raise CaffeFormatError(f"{path}: the HDF5 file is corrupt ({error})") from None
     if not layers:
         raise CaffeFormatError(f"{path}: no layer weights under the 'data' group")
+    net = pb.NetParameter()
+    for name in layers:
+        net.layer.add(name=name)
     return CaffeWeights(path, "", layers, net)
+
+
+def _read_hdf5_layers(path: Path, handle) -> dict[str, LayerWeights]:
+    import h5py
+
+    if "data" not in handle:
+        raise CaffeFormatError(
+            f"{path}: an HDF5 file without the 'data' group Caffe writes; "
+            "is this a Keras .h5 file rather than Caffe weights?"
+        )
+    datasets: list[tuple[str, list]] = []
+
+    def visit(name: str, group) -> None:
+        if not isinstance(group, h5py.Group):
+            return
+        # A layer's group holds its blobs as datasets "0", "1", ...; it may also hold
+        # the groups of layers named under it ("conv1" and "conv1/bn": Caffe makes
+        # conv1/bn a subgroup of conv1), which are visited on their own.
+        indices = sorted(int(k) for k, v in group.items() if k.isdigit() and isinstance(v, h5py.Dataset))
+        if not indices:
+            return
+        if indices != list(range(len(indices))):
+            raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
+        datasets.append((name, [group[str(i)] for i in indices]))
+
+    handle["data"].visititems(visit)
+    # Every declared size is checked before the first array is read.
+    total = sum(_check_hdf5_blob(path, name, i, dataset) for name, blobs in datasets for i, dataset in enumerate(blobs))
+    check_total(f"{path}: the weights", total)
+    return {name: LayerWeights(name, "", [Blob(np.asarray(d, dtype=np.float32)) for d in blobs])
+            for name, blobs in datasets}
 
 
 def _check_hdf5_blob(path: Path, name: str, index: int, dataset) -> int:
