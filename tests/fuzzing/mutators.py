@@ -478,11 +478,10 @@ def _rewrite_h5(data: bytes, edit: Callable) -> bytes:
 
     buffer = io.BytesIO(data)
     try:
-        handle = h5py.File(buffer, "r+")
-    except (OSError, ValueError):
-        return data
-    with handle:
-        edit(handle)
+        with h5py.File(buffer, "r+") as handle:
+            edit(handle)
+    except (OSError, RuntimeError, KeyError, ValueError):
+        return data  # a file an earlier mutation damaged: h5py cannot walk it to edit it
     return buffer.getvalue()
 
 
