@@ -54,9 +54,10 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
         if not isinstance(arrays, dict):
             raise KeraffeError(f"{path}: an .npy file, not an .npz archive of arrays by input name")
     else:
-        import cv2
-
         from keraffe.layout import NHWC
+        from keraffe.verify.opencv_runtime import import_cv2
+
+        cv2 = import_cv2()  # reading images is OpenCV's job; .npy and .npz inputs need no OpenCV
 
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:

@@ -16,8 +16,8 @@ from keraffe.caffe.prototxt import Dialect
 
 CAFFE_1_0_TYPES = frozenset({
     "AbsVal", "ArgMax", "BNLL", "BatchNorm", "Bias", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout",
-    "DummyData", "ELU", "Eltwise", "Embed", "Exp", "Flatten", "InnerProduct", "Input", "LRN", "Log", "MVN",
-    "Parameter", "Pooling", "Power", "PReLU", "ReLU", "Reduction", "Reshape", "Scale", "Sigmoid", "Silence",
+    "DummyData", "ELU", "Eltwise", "Embed", "Exp", "Flatten", "InnerProduct", "Input", "LRN", "LSTM", "Log", "MVN",
+    "Parameter", "Pooling", "Power", "PReLU", "RNN", "ReLU", "Reduction", "Reshape", "Scale", "Sigmoid", "Silence",
     "Slice", "Softmax", "Split", "TanH", "Threshold", "Tile",
 })
 
