@@ -79,6 +79,7 @@ def initializer_calls(monkeypatch):
 # ------------------------------------------------------------------ declared variables
 
 
+@pytest.mark.backends
 def test_absurd_width_is_refused_before_any_variable_is_made(tmp_path, initializer_calls):
     path = edit_config(saved(tmp_path), lambda c: dense_config(c).update(units=2**31 - 1))
     with pytest.raises(LimitError, match=r"'dense/kernel' declares shape \(4, 2147483647\): 8,589,934,588 values"):
@@ -99,6 +100,7 @@ def test_weights_larger_than_the_weights_file_are_refused(tmp_path, initializer_
     assert not [s for s in initializer_calls if np.prod(s) > 1000]
 
 
+@pytest.mark.backends
 def test_max_elements_lowers_and_raises_the_cap(tmp_path):
     path = saved(tmp_path)
     with pytest.raises(LimitError, match="cap of 10 per tensor"):
@@ -106,6 +108,7 @@ def test_max_elements_lowers_and_raises_the_cap(tmp_path):
     assert load_keras_model(path, max_elements=10**6).count_params() == 15
 
 
+@pytest.mark.backends
 def test_declared_variables_leave_nothing_for_keras_to_allocate_later(tmp_path):
     """The dry run's deferred variables are taken off Keras' list: a later StatelessScope must not allocate them."""
     path = edit_config(saved(tmp_path), lambda c: dense_config(c).update(units=2**31 - 1))
@@ -239,6 +242,7 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.backends
 def test_lambda_bytecode_and_a_pickled_object_are_refused_and_never_run(tmp_path, unsafe_host, capsys):
     ran_lambda, ran_pickle = tmp_path / "lambda_ran", tmp_path / "pickle_ran"
     function = eval(f"lambda t: (__import__('pathlib').Path({str(ran_lambda)!r}).touch(), t)[1]")  # noqa: S307
