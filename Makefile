@@ -4,7 +4,7 @@ PYTEST := $(PY) -m pytest
 # The three Keras backends the pruning package is tested on.
 BACKENDS := tensorflow jax torch
 
-.PHONY: env pycaffe demo test test-fast test-backends-all clean
+.PHONY: env pycaffe demo test test-fast test-backends-all fuzz clean
 
 env:
 	tools/bootstrap_venv.sh
@@ -26,6 +26,11 @@ test: env pycaffe
 	for backend in jax torch; do \
 		KERAS_BACKEND=$$backend KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q -m backends || exit 1; \
 	done
+
+# The long fuzz run: every zoo file mutated through every entry point (tests/fuzzing, fixed seed);
+# records bench/results/fuzz.json for the README (`make test` runs a bounded slice of it).
+fuzz: env
+	$(PY) bench/fuzz.py --profile long
 
 # Everything but the slow model-level checks and the fresh environment, for quick local iterations.
 test-fast: env

@@ -10,7 +10,8 @@ and is rewritten here, never by hand:
 * ``keras-hub``: bench/results/keras_hub.json (bench/hub_backbones.py);
 * ``demo``: bench/results/demo.json, copied from ``make demo``'s out/demo/demo.json;
 * ``pruning``, ``structured``: examples/simple_classifier.py's and bench/structured_*.py's results;
-* ``speed``: bench/results/*.json.
+* ``speed``: bench/results/*.json;
+* ``fuzz``: bench/results/fuzz.json and fuzz_bounded.json (bench/fuzz.py, ``make fuzz``).
 
 A table whose input file is missing says which command produces it.
 
@@ -268,6 +269,31 @@ def speed() -> str:
     return "\n".join(rows)
 
 
+def fuzz() -> str:
+    runs = [(name, _load(RESULTS / name)) for name in ("fuzz.json", "fuzz_bounded.json")]
+    runs = [(name, data) for name, data in runs if data]
+    if not runs:
+        return _missing(RESULTS / "fuzz.json", "make fuzz")
+    rows = ["| run | seed | cases | entry points | runs | crashes | refusals (distinct messages) | successes | time |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, data in runs:
+        label = "`make fuzz` (every zoo file)" if data["profile"] == "long" else "`make test` slice (small files)"
+        rows.append(f"| {label} | {data['seed']} | {data['cases']:,} | {len(data['entry_points'])} | {data['runs']:,} | "
+                    f"**{data['crashes']}** | {data['refusals']:,} ({data['distinct_refusals']}) | {data['ok']:,} | "
+                    f"{data['seconds'] / 60:.0f} min |")
+    name, data = runs[0]
+    formats = ", ".join(f"{fmt} {n:,}" for fmt, n in sorted(data["cases_by_format"].items()))
+    rows += ["", f"Cases by format in `{name}`: {formats}. Outcomes by entry point (a crash, a hang, a file left "
+             "behind and a read over 8x its file all count as crashes):", "",
+             "| entry point | runs | success | one KeraffeError | crashes |", "|---|---|---|---|---|"]
+    for entry in data["entry_points"]:
+        kinds = data["outcomes_by_entry_point"][entry]
+        bad = sum(v for k, v in kinds.items() if k not in ("ok", "refused"))
+        rows.append(f"| {entry} | {sum(kinds.values()):,} | {kinds.get('ok', 0):,} | {kinds.get('refused', 0):,} | "
+                    f"{bad} |")
+    return "\n".join(rows)
+
+
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -279,7 +305,7 @@ def _ratio(value) -> str:
 
 TABLES = {"demo": demo, "caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
           "keras-hub": keras_hub,
-          "pruning": pruning, "structured": structured, "speed": speed}
+          "pruning": pruning, "structured": structured, "speed": speed, "fuzz": fuzz}
 
 
 def render(text: str) -> str:

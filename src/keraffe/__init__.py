@@ -26,24 +26,29 @@ register_layers_when_keras_loads()
 __version__ = "0.1.0"
 
 
-def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=()):
+def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=(), max_elements=None):
     """Convert a Caffe net (and its weights) into a Keras 3 model that computes the same thing.
 
     ``input_shape`` gives the input's (N, C, H, W), or a dict of them by input
     name; train/val nets need it. Without ``caffemodel`` the model keeps Keras'
     own initialisation. The returned model carries ``keraffe_tensor_map``, the
     record of which Keras tensor holds which Caffe blob in which layout.
+    ``max_elements`` sets the cap on the values of any one declared blob and of
+    all weights (keraffe.limits; default 2**28): larger nets are refused before
+    anything is allocated.
     """
     from keraffe.caffe.net import load_net
     from keraffe.convert.caffe_to_keras import check_supported, convert_net
 
-    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported)
+    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported,
+                   max_elements=max_elements)
     model, tensor_map = convert_net(net, release_weights=True)
     model.keraffe_tensor_map = tensor_map
     return model
 
 
-def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caffe1", input_shape=None):
+def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caffe1", input_shape=None,
+                   max_elements=None):
     """Convert a Keras model into a Caffe prototxt and caffemodel that compute exactly the same thing.
 
     ``target`` is "caffe1" (Caffe 1.0 layer types only, the default), "caffe"
@@ -52,7 +57,8 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     to the prototxt unless given, and the tensor map (which Keras tensor holds
     which blob, for ``verify``) beside it as NET.keraffe.json. Returns the
     CaffeExport (net, weights, tensor map and the legalisation report of layers
-    that did not map one to one).
+    that did not map one to one). ``max_elements`` is the cap for reading a
+    model file (see caffe_to_keras).
     """
     from keraffe.convert.keras_to_caffe import export_files, with_input_shape
     from keraffe.keras_io import load_keras_model
@@ -60,7 +66,7 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     source = None
     if isinstance(model_or_path, (str, os.PathLike)):
         source = model_or_path
-        model = load_keras_model(model_or_path)
+        model = load_keras_model(model_or_path, max_elements=max_elements)
     else:
         model = model_or_path
     batch = 1
@@ -81,15 +87,18 @@ def register_keras_layer(layer, handler=None):
 
 
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
-           input_shape=None):
-    """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
+           input_shape=None, max_elements=None):
+    """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify).
+
+    ``max_elements`` is the cap for reading the files (see caffe_to_keras).
+    """
     from keraffe.caffe.net import load_net
     from keraffe.keras_io import load_keras_model
     from keraffe.verify import read_inputs, verify as run_verify
 
     if isinstance(model, (str, os.PathLike)):
-        model = load_keras_model(model)
-    net = load_net(prototxt, weights, input_shape)
+        model = load_keras_model(model, max_elements=max_elements)
+    net = load_net(prototxt, weights, input_shape, max_elements=max_elements)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = read_inputs(inputs, net)
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)

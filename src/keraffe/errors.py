@@ -35,3 +35,7 @@ class PruningError(KeraffeError):
 
 class GraphError(ConversionError):
     """A Keras model whose graph keraffe cannot read (a subclassed model, an unbuilt Sequential)."""
+
+
+class LimitError(KeraffeError):
+    """A file declares more than keraffe will allocate for it (see keraffe.limits); refused before allocating."""

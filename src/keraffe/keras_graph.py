@@ -9,6 +9,11 @@ need that graph, and Keras may rename any of it in a release. So everything
 that reads it lives here, behind a small public API, and a test
 (tests/test_architecture.py) holds every other module to it.
 
+Two pieces of Keras' loading state live here for the same reason:
+:func:`safe_deserialization` holds Keras' safe mode on whatever the process set
+globally, and :func:`declared_variables` learns the shape of every variable a
+model would create without allocating one (see keraffe.keras_io).
+
 The graph is read as a stream of :class:`GraphEvent` (see :func:`walk`):
 ``"call"`` for one call of one operation (a layer, or a raw ``keras.ops`` call
 recorded in a functional model), and ``"enter"``/``"leave"`` around the calls
@@ -324,6 +329,59 @@ def output_structure(model):
     return functional_of(model)._outputs_struct
 
 
-__all__ = ["GraphEvent", "LayerCall", "calls", "detached_call", "first_call", "functional_of", "input_structure",
-           "is_model", "operations_by_name", "output_of", "output_structure", "produced_by", "runs_its_graph", "trace",
-           "walk"]
+# ------------------------------------------------------------------ loading
+
+
+@contextlib.contextmanager
+def safe_deserialization() -> Iterator[None]:
+    """Keras' safe mode inside the block, even after ``keras.config.enable_unsafe_deserialization()``.
+
+    Keras lets that global switch override ``load_model(safe_mode=True)``; a
+    program that calls it for its own files must not make keraffe run the code
+    (Lambda bytecode, a pickled torch module) stored in a stranger's model.
+    """
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    with SafeModeScope(True):
+        yield
+
+
+#: Where Keras lists the variables created in a stateless scope, to allocate when it ends.
+_DEFERRED = "uninitialized_variables"
+
+
+def declared_variables(build: Callable[[], object]) -> list[tuple[str, tuple[int, ...], int]]:
+    """Call ``build`` (which makes a model) with no variable allocated; (path, shape, bytes per value) of each.
+
+    Inside ``keras.StatelessScope`` Keras records a new variable's shape and
+    initializer and defers the allocation to the scope's end. Here the scope
+    ends without allocating, and the deferred variables are taken off Keras'
+    list, so nothing ever allocates them: their shapes can be checked against
+    keraffe's limits before the real model is built.
+    """
+    import keras
+    from keras.src.backend.common import global_state
+
+    before = list(global_state.get_global_attribute(_DEFERRED, None) or [])
+    known = {id(v) for v in before}
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            build()
+        pending = global_state.get_global_attribute(_DEFERRED, None) or []
+        return [(v.path, tuple(int(d) for d in v.shape), _itemsize(v.dtype)) for v in pending if id(v) not in known]
+    finally:
+        global_state.set_global_attribute(_DEFERRED, before)
+
+
+def _itemsize(dtype) -> int:
+    import numpy as np
+
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:
+        return 1  # a Keras-only type (float8, say): at least a byte
+
+
+__all__ = ["GraphEvent", "LayerCall", "calls", "declared_variables", "detached_call", "first_call", "functional_of",
+           "input_structure", "is_model", "operations_by_name", "output_of", "output_structure", "produced_by",
+           "runs_its_graph", "safe_deserialization", "trace", "walk"]

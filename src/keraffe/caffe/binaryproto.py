@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from keraffe.caffe.caffemodel import check_blob_shape
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import CaffeFormatError
 
@@ -33,8 +34,7 @@ def blob_to_array(blob: pb.BlobProto) -> np.ndarray:
         values = np.empty(0, dtype=np.float32)
     if shape is None:
         shape = values.shape
-    if int(np.prod(shape)) != values.size:
-        raise CaffeFormatError(f"blob declares shape {shape} but holds {values.size} values")
+    check_blob_shape(shape, values.size)
     return values.reshape(shape)
 
 

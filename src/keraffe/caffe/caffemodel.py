@@ -33,6 +33,7 @@ from keraffe.caffe.wire import (
 )
 from keraffe.errors import CaffeFormatError
 from keraffe.files import atomic_output
+from keraffe.limits import check_elements, check_expansion, check_total, count
 
 # Field numbers used by the streaming reader (see caffe.proto).
 _NET_NAME = 1
@@ -268,7 +269,8 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
     shape: list[int] | None = None
     chunks: list[np.ndarray] = []
     double_chunks: list[np.ndarray] = []
-    unpacked: list[bytes] = []
+    # One float per field (an unpacked repeated float): gathered as bytes, never as one object each.
+    unpacked = bytearray()
     raw: bytes | None = None
     raw_type = pb.FLOAT
     while reader.pos < end:
@@ -285,7 +287,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
             reader.read_into(memoryview(array).cast("B"))
             chunks.append(array)
         elif field == _BLOB_DATA and wire_type == WIRE_FIXED32:
-            unpacked.append(reader.read_bytes(4))
+            unpacked += reader.read_bytes(4)
         elif field == _BLOB_DOUBLE_DATA and wire_type == WIRE_LENGTH:
             length = _payload_length(reader, end)
             if length % 8:
@@ -311,7 +313,7 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         raise CaffeFormatError(f"a blob's fields overrun its length at offset {reader.pos}")
 
     if unpacked:
-        chunks.append(np.frombuffer(b"".join(unpacked), dtype="<f4"))
+        chunks.append(np.frombuffer(bytes(unpacked), dtype="<f4"))
     if chunks:
         values = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
     elif double_chunks:
@@ -333,12 +335,22 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         dims = shape
     else:
         dims = [values.size] if values.size else [0]
-    expected = int(np.prod(dims)) if dims else 1
-    if expected != values.size:
-        raise CaffeFormatError(
-            f"blob declares shape {tuple(dims)} ({expected} values) but holds {values.size} values"
-        )
+    check_blob_shape(dims, values.size)
     return Blob(values.astype(np.float32, copy=False).reshape(dims), legacy=legacy)
+
+
+def check_blob_shape(dims, held: int) -> None:
+    """A blob's declared shape must have no negative axis and exactly as many values as it holds.
+
+    Counted as an exact integer: numpy's product wraps around, and a shape
+    whose product wraps to the number of values held would become an array
+    with a shape no memory could hold.
+    """
+    if any(d < 0 for d in dims):
+        raise CaffeFormatError(f"blob declares shape {tuple(dims)}, with a negative axis")
+    expected = count(dims)
+    if expected != held:
+        raise CaffeFormatError(f"blob declares shape {tuple(dims)} ({expected} values) but holds {held} values")
 
 
 def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
@@ -350,34 +362,63 @@ def read_hdf5_weights(path: str | os.PathLike) -> CaffeWeights:
         handle = h5py.File(path, "r")
     except OSError as error:
         raise CaffeFormatError(f"{path}: cannot open as HDF5 ({error})") from None
-    with handle:
-        if "data" not in handle:
-            raise CaffeFormatError(
-                f"{path}: an HDF5 file without the 'data' group Caffe writes; "
-                "is this a Keras .h5 file rather than Caffe weights?"
-            )
-        layers: dict[str, LayerWeights] = {}
-        net = pb.NetParameter()
-
-        def visit(name: str, group) -> None:
-            if not isinstance(group, h5py.Group):
-                return
-            # A layer's group holds its blobs as datasets "0", "1", ...; it may also hold
-            # the groups of layers named under it ("conv1" and "conv1/bn": Caffe makes
-            # conv1/bn a subgroup of conv1), which are visited on their own.
-            indices = sorted(int(k) for k, v in group.items() if k.isdigit() and isinstance(v, h5py.Dataset))
-            if not indices:
-                return
-            if indices != list(range(len(indices))):
-                raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
-            blobs = [Blob(np.asarray(group[str(i)], dtype=np.float32)) for i in indices]
-            layers[name] = LayerWeights(name, "", blobs)
-            net.layer.add(name=name)
-
-        handle["data"].visititems(visit)
+    try:
+        with handle:
+            layers = _read_hdf5_layers(path, handle)
+    except (OSError, RuntimeError, KeyError) as error:
+        # h5py's answers to a damaged file: a corrupt object header, B-tree, chunk or link.
+        raise CaffeFormatError(f"{path}: the HDF5 file is corrupt ({error})") from None
     if not layers:
         raise CaffeFormatError(f"{path}: no layer weights under the 'data' group")
+    net = pb.NetParameter()
+    for name in layers:
+        net.layer.add(name=name)
     return CaffeWeights(path, "", layers, net)
+
+
+def _read_hdf5_layers(path: Path, handle) -> dict[str, LayerWeights]:
+    import h5py
+
+    if "data" not in handle:
+        raise CaffeFormatError(
+            f"{path}: an HDF5 file without the 'data' group Caffe writes; "
+            "is this a Keras .h5 file rather than Caffe weights?"
+        )
+    datasets: list[tuple[str, list]] = []
+
+    def visit(name: str, group) -> None:
+        if not isinstance(group, h5py.Group):
+            return
+        # A layer's group holds its blobs as datasets "0", "1", ...; it may also hold
+        # the groups of layers named under it ("conv1" and "conv1/bn": Caffe makes
+        # conv1/bn a subgroup of conv1), which are visited on their own.
+        indices = sorted(int(k) for k, v in group.items() if k.isdigit() and isinstance(v, h5py.Dataset))
+        if not indices:
+            return
+        if indices != list(range(len(indices))):
+            raise CaffeFormatError(f"{path}: layer '{name}' has blobs numbered {indices}, not 0 to {len(indices) - 1}")
+        datasets.append((name, [group[str(i)] for i in indices]))
+
+    handle["data"].visititems(visit)
+    # Every declared size is checked before the first array is read.
+    total = sum(_check_hdf5_blob(path, name, i, dataset) for name, blobs in datasets for i, dataset in enumerate(blobs))
+    check_total(f"{path}: the weights", total)
+    return {name: LayerWeights(name, "", [Blob(np.asarray(d, dtype=np.float32)) for d in blobs])
+            for name, blobs in datasets}
+
+
+def _check_hdf5_blob(path: Path, name: str, index: int, dataset) -> int:
+    """A stored blob's declared size against the cap and its stored bytes; returns its value count.
+
+    An HDF5 dataset declares its shape apart from its data: a few bytes can
+    declare a terabyte of fill value, or of compressed zeros.
+    """
+    what = f"{path}: layer '{name}' blob {index}"
+    if dataset.dtype.kind not in "fiu" or dataset.shape is None:
+        raise CaffeFormatError(f"{what} is not an array of numbers (HDF5 type {dataset.dtype})")
+    values = check_elements(what, dataset.shape)
+    check_expansion(what, dataset.id.get_storage_size(), values * dataset.dtype.itemsize)
+    return values
 
 
 # ------------------------------------------------------------------ writing

@@ -22,6 +22,7 @@ from keraffe.caffe.prototxt import read_prototxt
 from keraffe.caffe.shapes import LayerShapes, Shape, has_rule, infer_layer
 from keraffe.caffe.upgrade import upgrade_net
 from keraffe.errors import CaffeFormatError, ShapeError, UnsupportedLayerError
+from keraffe.limits import EXPANSION_SLACK, MIN_STORED_BYTES, check_elements, check_total, count, element_cap
 
 #: Layers that read training data; a deploy net replaces them with an Input.
 DATA_LAYER_TYPES = frozenset({
@@ -122,6 +123,7 @@ def load_net(
     level: int = 0,
     infer_shapes: bool = True,
     check_types: Callable[["CaffeNet"], None] | None = None,
+    max_elements: int | None = None,
 ) -> CaffeNet:
     """Read a prototxt (and weights) into a deploy :class:`CaffeNet`.
 
@@ -132,7 +134,17 @@ def load_net(
     ``check_types`` replaces the check that every layer type has a shape rule,
     run before shape inference; a converter passes one that also asks for its
     own handlers, so that a user learns every missing type from one error.
+
+    ``max_elements`` raises or lowers keraffe's cap on the values of any one
+    blob and of all weights together (keraffe.limits); every shape the net
+    declares is checked against it, and its weights against the size of the
+    weights file, before a weight is read.
     """
+    with element_cap(max_elements):
+        return _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types)
+
+
+def _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types) -> CaffeNet:
     source = str(prototxt)
     raw = read_prototxt(prototxt)
     if not len(raw.layer) and not len(raw.layers) and not len(raw.input):
@@ -150,6 +162,8 @@ def load_net(
         (check_types or check_known_types)(result)
         _infer_shapes(result)
     if weights is not None:
+        if not isinstance(weights, CaffeWeights) and infer_shapes:
+            _check_weights_fit(result, Path(weights))
         loaded = weights if isinstance(weights, CaffeWeights) else read_weights(weights)
         bind_weights(result, loaded)
     return result
@@ -360,6 +374,7 @@ def refuse_layer_types(net: "CaffeNet", accepted: Callable[["LayerNode"], bool],
 
 
 def _infer_shapes(net: CaffeNet) -> None:
+    weights = 0
     for node in net.layers:
         bottoms = [net.shapes[t] for t in node.inputs]
         node.shapes = infer_layer(node.param, bottoms)
@@ -368,8 +383,42 @@ def _infer_shapes(net: CaffeNet) -> None:
                 f"layer '{node.name}' ({node.type}) has {len(node.outputs)} tops but produces "
                 f"{len(node.shapes.tops)}"
             )
+        what = f"{net.source}: layer '{node.name}' ({node.type})"
         for tensor, shape in zip(node.outputs, node.shapes.tops):
+            check_elements(f"{what} top '{tensor}'", shape)
             net.shapes[tensor] = shape
+        for index, shape in enumerate(node.shapes.params):
+            weights += check_elements(f"{what} weight blob {index}", shape)
+    check_total(f"{net.source}: the net's weights", weights)
+
+
+def _stored_weights(node: LayerNode, shared: Mapping[tuple[str, int], tuple[str, int]]) -> int:
+    """The fewest values a weights file must store for ``node``: its required blobs not shared with another layer."""
+    if node.shapes is None:
+        return 0
+    params = node.shapes.params
+    required = len(params) if node.shapes.required_params is None else node.shapes.required_params
+    return sum(count(shape) for i, shape in enumerate(params[:required]) if (node.name, i) not in shared)
+
+
+def _check_weights_fit(net: CaffeNet, path: Path) -> None:
+    """Refuse, before reading it, a weights file too small to hold the weights some layer declares.
+
+    Each value takes at least keraffe.limits.MIN_STORED_BYTES in any Caffe
+    weights file, so a file of N bytes holds at most N / 2 values. Layers
+    declaring under a megabyte are left to :func:`bind_weights`, whose message
+    names the blob that is missing or of another shape.
+    """
+    if not path.is_file():
+        return  # read_weights says so
+    size = path.stat().st_size
+    for node in net.layers:
+        values = _stored_weights(node, net.shared_params)
+        if values * MIN_STORED_BYTES > max(size, EXPANSION_SLACK):
+            raise ShapeError(
+                f"{path}: layer '{node.name}' ({node.type}) declares {values:,} weight values, which cannot fit "
+                f"this weights file of {size:,} bytes; the prototxt and the weights do not belong together"
+            )
 
 
 # ------------------------------------------------------------------ weights

@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import CaffeFormatError
 from keraffe.files import atomic_output
+from keraffe.limits import MAX_NESTING, nesting_overflow
 
 
 class Dialect(enum.Enum):
@@ -35,6 +36,7 @@ def parse_prototxt(text: str, source: str = "<text>") -> pb.NetParameter:
     net = pb.NetParameter()
     if text.startswith("\ufeff"):
         text = text[1:]
+    _check_nesting(text, source)
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as error:
@@ -46,6 +48,28 @@ def parse_prototxt(text: str, source: str = "<text>") -> pb.NetParameter:
             hint = " (this looks like a solver file; pass the net's prototxt instead)"
         raise CaffeFormatError(f"{source}:{line}:{column}: {message}{hint}") from None
     return net
+
+
+#: What can open or close a message in protobuf text, skipping strings and comments (which may hold braces).
+#: Strings are matched as runs of plain characters between escapes: a per-character alternation would
+#: make the regex engine keep a backtracking record per character of an unterminated string.
+_NESTING_TOKENS = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|#[^\n]*|[{}<>]')
+
+
+def _check_nesting(text: str, source: str) -> None:
+    """Refuse messages nested deeper than keraffe.limits.MAX_NESTING before protobuf's recursive parser sees them.
+
+    Caffe's schema nests a few levels; protobuf's text parser recurses once a
+    level, so a file of a million open braces would otherwise end in a RecursionError.
+    """
+    offset = nesting_overflow(text, _NESTING_TOKENS, "{<")
+    if offset is not None:
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise CaffeFormatError(
+            f"{source}:{line}:{column}: messages nested more than {MAX_NESTING} deep; "
+            "no Caffe net nests so deep (is a closing brace missing?)"
+        )
 
 
 def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:

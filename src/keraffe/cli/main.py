@@ -13,6 +13,7 @@ import sys
 import traceback
 
 from keraffe.cli.backend import native_stderr_silenced, start_keras
+from keraffe.cli.options import add_max_elements_option
 
 #: Sub-command name -> module under keraffe.cli that defines add_arguments() and run().
 COMMANDS = {
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show the full traceback on errors")
         module.add_arguments(sub)
+        add_max_elements_option(sub)
         sub.set_defaults(run=module.run)
     return parser
 
@@ -56,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from keraffe.errors import KeraffeError
+    from keraffe.limits import element_cap
 
     try:
         if _needs_keras(args):
             start_keras()
-        return int(args.run(args) or 0)
+        with element_cap(args.max_elements):
+            return int(args.run(args) or 0)
     except KeraffeError as error:
         if args.debug:
             traceback.print_exc()

@@ -40,3 +40,23 @@ def input_shapes_from(args) -> dict[str, tuple[int, ...]] | tuple[int, ...] | No
     if any(name is None for name, _ in given):
         raise KeraffeError("with several --input-shape options, name each input: NAME=N,C,H,W")
     return {name: dims for name, dims in given}
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def add_max_elements_option(parser: argparse.ArgumentParser) -> None:
+    from keraffe.limits import DEFAULT_MAX_ELEMENTS
+
+    parser.add_argument(
+        "--max-elements", type=parse_count, metavar="N",
+        help=f"most values keraffe allocates for one tensor a file declares, and for a model's weights in all "
+             f"(default {DEFAULT_MAX_ELEMENTS:,}); larger declarations are refused before allocating",
+    )

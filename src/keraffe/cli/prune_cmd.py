@@ -53,16 +53,16 @@ def add_arguments(parser) -> None:
 
 
 def _load_data(path, caffe_order: bool):
-    import numpy as np
-
     from keraffe.errors import KeraffeError
     from keraffe.layout import NHWC
+    from keraffe.limits import read_numpy
 
     path = Path(path)
     if not path.is_file():
         raise KeraffeError(f"--data {path}: file not found")
-    with np.load(path, allow_pickle=False) as archive:
-        arrays = {name: archive[name] for name in archive.files}
+    arrays = read_numpy(path, f"--data {path}")
+    if not isinstance(arrays, dict):
+        raise KeraffeError(f"--data {path}: an .npy file; --data is an .npz archive with x_train and y_train")
     missing = [name for name in ("x_train", "y_train") if name not in arrays]
     if missing:
         raise KeraffeError(f"--data {path}: needs arrays x_train and y_train; it has {sorted(arrays)}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from keraffe.errors import KeraffeError
 from keraffe.keras_graph import operations_by_name, output_of
+from keraffe.limits import read_numpy
 from keraffe.verify.report import TensorComparison, VerifyReport, compare
 
 RUNTIMES = ("caffe", "opencv")
@@ -47,10 +48,11 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
     if suffix == ".npy":
         if len(names) != 1:
             raise KeraffeError(f"{path}: the net has {len(names)} inputs; give them as an .npz keyed by input name")
-        arrays = {names[0]: np.load(path, allow_pickle=False)}
+        arrays = {names[0]: read_numpy(path, str(path))}
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = read_numpy(path, str(path))
+        if not isinstance(arrays, dict):
+            raise KeraffeError(f"{path}: an .npy file, not an .npz archive of arrays by input name")
     else:
         from keraffe.layout import NHWC
         from keraffe.verify.opencv_runtime import import_cv2

@@ -85,15 +85,26 @@ def _cmd_run(caffe, req: dict, enc: _Encoder):
         raise KeyError(f"inputs {unknown} are not net inputs; the net's inputs are {net_inputs}")
     for name, arr in inputs.items():
         net.blobs[name].reshape(*arr.shape)
-    net.reshape()
-    for name, arr in inputs.items():
         net.blobs[name].data[...] = arr
-    net.forward()
+    _forward_by_layer(net)
     names = list(net.outputs) if req.get("blobs") is None else req["blobs"]
     missing = [n for n in names if n not in net.blobs]
     if missing:
         raise KeyError(f"blobs {missing} are not in the net; it has {list(net.blobs)}")
     return {n: enc.array(net.blobs[n].data) for n in names}
+
+
+def _forward_by_layer(net) -> None:
+    """net.forward(), one layer at a time, saying on stderr which layer runs.
+
+    Caffe's Layer::Forward reshapes its layer before computing it, as
+    Net::Reshape would for all layers at once, so this is the same pass; when a
+    CHECK aborts the process, the last line before it names the layer.
+    """
+    for index, name in enumerate(net._layer_names):
+        sys.stderr.write(f"keraffe-worker: layer {name}\n")
+        sys.stderr.flush()
+        net._forward(index, index)
 
 
 def _cmd_shapes(caffe, req: dict, enc: _Encoder):

@@ -23,6 +23,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -91,16 +92,111 @@ def pycaffe_available() -> bool:
     return True
 
 
+#: glog's line prefix: severity letter, date, time, thread, source file and line.
+_GLOG_LINE = re.compile(r"^([IWEF])\d{4,8} [\d:.]+\s+\d+ ([^\]]+)\] ?(.*)$")
+#: What the worker prints before each layer it runs (see _pycaffe_worker._forward_by_layer).
+_LAYER_MARK = "keraffe-worker: layer "
+
+
 def _log_tail(stderr: str) -> str:
+    """Caffe's own messages, without the worker's layer marks and the abort's stack trace."""
     # glog follows a failed CHECK with a stack trace of addresses; it says
     # nothing the CHECK line does not, and would push it out of the tail.
     stderr = stderr.split("*** Check failure stack trace: ***", 1)[0]
     lines = [
         ln
         for ln in stderr.splitlines()
-        if ln.strip() and not ln.startswith("WARNING: Logging before InitGoogleLogging()")
+        if ln.strip() and not ln.startswith(("WARNING: Logging before InitGoogleLogging()", _LAYER_MARK))
     ]
     return "\n".join(lines[-_LOG_TAIL_LINES:])
+
+
+def caffe_failure(stderr: str) -> tuple[str | None, str | None]:
+    """(the layer the worker was running, the text of Caffe's fatal message) from its stderr; either may be None.
+
+    A failed CHECK logs one FATAL line: which condition failed, and usually why.
+    """
+    layer = check = None
+    for ln in stderr.split("*** Check failure stack trace: ***", 1)[0].splitlines():
+        if ln.startswith(_LAYER_MARK):
+            layer = ln[len(_LAYER_MARK):].strip()
+            continue
+        glog = _GLOG_LINE.match(ln)
+        if glog is not None and glog.group(1) == "F" and check is None:
+            check = glog.group(3).strip()
+    return layer, check
+
+
+def _abort_reason(code: int, stderr: str, locate) -> str:
+    """Why the worker died, in words: the signal, the layer Caffe was at, and what it checked.
+
+    ``locate`` finds the layer when the worker had not begun to run one (the
+    net's setup failed); it returns None where it cannot tell.
+    """
+    reason = _describe_exit(code)
+    layer, check = caffe_failure(stderr)
+    if layer is None and code < 0:
+        layer = locate()
+    if check is None and layer is None:
+        return reason
+    where = f" in layer '{layer}'" if layer else ""
+    text = check if check is not None else "no message"
+    if len(text) > 300:
+        text = text[:300] + " ..."
+    return f"{reason}: real Caffe aborted{where}: {text}"
+
+
+def _setup_failure_layer(request: dict, tmpdir: pathlib.Path, env: dict, timeout: float) -> str | None:
+    """The layer whose setup made Caffe abort, found by setting up ever shorter prefixes of the net.
+
+    Caffe's Net::Init sets layers up in order, each from the ones before it, so
+    the first prefix that aborts ends with the layer that did. Binary search: a
+    net of N layers costs about log2(N) more runs of the worker, paid only
+    after a failure. None when the prototxt cannot be read, or every prefix
+    sets up (the failure came later, copying weights, say).
+    """
+    from google.protobuf import text_format
+
+    from keraffe.caffe.proto import caffe_pb2
+
+    if "prototxt" not in request:
+        return None
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(pathlib.Path(request["prototxt"]).read_text(), net)
+    except (OSError, UnicodeDecodeError, text_format.ParseError):
+        return None
+    field = "layer" if len(net.layer) else "layers"
+    layers = list(getattr(net, field))
+    prefix_path = tmpdir / "prefix.prototxt"
+
+    def aborts(count: int) -> bool:
+        prefix = caffe_pb2.NetParameter()
+        prefix.CopyFrom(net)
+        del getattr(prefix, field)[count:]
+        prefix_path.write_text(text_format.MessageToString(prefix))
+        probe = {"command": "shapes", "blobs": None, "prototxt": str(prefix_path),
+                 "answer": str(tmpdir / "probe.json"), "arrays_out": str(tmpdir / "probe.npz")}
+        if "caffemodel" in request:
+            probe["caffemodel"] = request["caffemodel"]
+        (tmpdir / "probe_request.json").write_text(json.dumps(probe))
+        try:
+            done = subprocess.run([sys.executable, str(_WORKER), str(tmpdir / "probe_request.json")], env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode < 0
+
+    low, high = 1, len(layers)
+    if not layers or not aborts(high):
+        return None
+    while low < high:
+        middle = (low + high) // 2
+        if aborts(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return layers[low - 1].name or None
 
 
 def _describe_exit(code: int) -> str:
@@ -135,8 +231,9 @@ def _call_worker(
     with tempfile.TemporaryDirectory(prefix="keraffe-pycaffe-") as tmp:
         tmpdir = pathlib.Path(tmp)
         _write_arrays(request, tmpdir, inputs, weights)
-        proc = _run_worker(request, tmpdir, _worker_env(pycaffe), what, timeout)
-        return _read_answer(proc, tmpdir, what)
+        env = _worker_env(pycaffe)
+        proc = _run_worker(request, tmpdir, env, what, timeout)
+        return _read_answer(proc, tmpdir, what, lambda: _setup_failure_layer(request, tmpdir, env, timeout))
 
 
 def _request(command: str, prototxt, caffemodel, blobs) -> tuple[dict, str]:
@@ -198,12 +295,16 @@ def _run_worker(request: dict, tmpdir: pathlib.Path, env: dict, what: str, timeo
         raise CaffeRuntimeError(_with_log(f"{what} timed out after {timeout:g}s", err or "")) from None
 
 
-def _read_answer(proc, tmpdir: pathlib.Path, what: str):
-    """The worker's decoded answer, or a CaffeRuntimeError carrying Caffe's log (a crash, a refusal)."""
+def _read_answer(proc, tmpdir: pathlib.Path, what: str, locate=lambda: None):
+    """The worker's decoded answer, or a CaffeRuntimeError carrying Caffe's log (a crash, a refusal).
+
+    After an abort, ``locate`` is asked which layer's setup caused it (see :func:`_setup_failure_layer`).
+    """
     answer_path = tmpdir / "answer.json"
     answer = json.loads(answer_path.read_text()) if answer_path.is_file() else None
     if proc.returncode != 0 or answer is None or not answer.get("ok"):
-        reason = answer["error"] if answer and "error" in answer else _describe_exit(proc.returncode)
+        reason = answer["error"] if answer and "error" in answer else _abort_reason(proc.returncode, proc.stderr,
+                                                                                      locate)
         message = _with_log(f"{what} failed: {reason}", proc.stderr)
         if answer and "traceback" in answer:
             message += f"\n--- worker traceback ---\n{answer['traceback'].rstrip()}"

@@ -8,8 +8,12 @@ are requested by the name of the Caffe layer that produced them.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +56,53 @@ def opencv_available() -> bool:
     return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromCaffe")
 
 
+#: OpenCV's log names a layer that failed as "[Type]:(name)"; its exceptions, as 'layer "name"'.
+_LOGGED_LAYER = re.compile(r"\[([A-Za-z0-9_]+)\]:\((.+?)\):")
+_RAISED_LAYER = re.compile(r'layer "([^"]+)"(?: of type "([^"]+)")?')
+
+
+@contextlib.contextmanager
+def _opencv_errors() -> Iterator[None]:
+    """Turn an OpenCV exception into one OpenCVRuntimeError naming the layer, when OpenCV says which.
+
+    OpenCV's exception says what failed (its own assertion text) but often not
+    in which layer; its log, which it writes to the process's stderr, does. So
+    stderr is captured while OpenCV runs, searched after a failure, and
+    passed on unchanged otherwise.
+    """
+    import cv2
+
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        failure = None
+        try:
+            yield
+        except cv2.error as error:
+            failure = error
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            raw = captured.read()
+        if failure is None:
+            os.write(2, raw)  # passed on where it was going (the CLI sends native chatter to /dev/null)
+            return
+        log = raw.decode("utf-8", "replace")
+    text = str(failure).strip()
+    lines = text.splitlines()
+    check = re.sub(r"^OpenCV\([^)]*\) \S+: error: ", "", lines[-1] if lines else text)
+    raised, logged = _RAISED_LAYER.search(text), _LOGGED_LAYER.search(log)
+    if raised:
+        where = f" in layer '{raised.group(1)}'" + (f" ({raised.group(2)})" if raised.group(2) else "")
+    elif logged:
+        where = f" in layer '{logged.group(2)}' ({logged.group(1)})"
+    else:
+        where = ""
+    raise OpenCVRuntimeError(f"OpenCV DNN failed{where}: {check}") from None
+
+
 def run_opencv(
     prototxt: str | os.PathLike,
     caffemodel: str | os.PathLike | None,
@@ -61,7 +112,7 @@ def run_opencv(
 ) -> dict[str, list[np.ndarray]]:
     """Forward through OpenCV DNN and return every output of each named layer, in top order."""
     cv2 = _caffe_importer()
-    try:
+    with _opencv_errors():
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel) if caffemodel else "")
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
@@ -69,9 +120,6 @@ def run_opencv(
         for name, value in inputs.items():
             net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
         results = net.forwardAndRetrieve(list(layers))
-    except cv2.error as error:
-        message = str(error).strip().splitlines()
-        raise OpenCVRuntimeError(f"OpenCV DNN failed: {message[-1] if message else error}") from None
     return {name: [np.asarray(v, dtype=np.float32) for v in values] for name, values in zip(layers, results)}
 
 
@@ -110,14 +158,11 @@ def run_opencv_batches(prototxt: str | os.PathLike, caffemodel: str | os.PathLik
     ``batch_size`` images at a time.
     """
     cv2 = _caffe_importer()
-    try:
+    with _opencv_errors():
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
         outputs = []
         for start in range(0, len(images), batch_size):
             net.setInput(np.ascontiguousarray(images[start:start + batch_size], dtype=np.float32))
             outputs.append(np.array(net.forward(), dtype=np.float32))
-    except cv2.error as error:
-        message = str(error).strip().splitlines()
-        raise OpenCVRuntimeError(f"OpenCV DNN failed: {message[-1] if message else error}") from None
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
