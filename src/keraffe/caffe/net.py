@@ -432,3 +432,26 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
             f"the weights file calls its net '{weights.net_name}', the prototxt '{net.name}'; "
             "weights are matched by layer name"
         )
+
+
+def net_from_parameter(
+    net: pb.NetParameter,
+    weights: Mapping[str, Sequence[np.ndarray]] | None = None,
+    source: str = "<net>",
+) -> CaffeNet:
+    """A :class:`CaffeNet` from a deploy NetParameter held in memory (V2 layers, Input layers), shapes inferred.
+
+    What a Caffe -> Caffe pipeline needs between two passes: the rewritten
+    net as a graph again, with each layer's weights (arrays keyed by layer
+    name, in Caffe's blob shapes) attached as they are.
+    """
+    if len(net.layers) or len(net.input):
+        raise CaffeFormatError(f"{source}: net_from_parameter expects an upgraded deploy net (V2 layers, Input layers)")
+    nodes, inputs, outputs = _build_graph(net, source)
+    result = CaffeNet(net.name, source, nodes, {}, inputs, outputs, [], _shared_params(net))
+    check_known_types(result)
+    _infer_shapes(result)
+    for node in result.layers:
+        if weights and node.name in weights:
+            node.weights = [np.asarray(w, dtype=np.float32) for w in weights[node.name]]
+    return result
