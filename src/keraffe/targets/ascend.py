@@ -9,9 +9,9 @@ on Atlas A2/A3 and Ascend 950 (A-7), which no net can fix.
 
 from __future__ import annotations
 
-from keraffe.targets import ADVICE, Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, finding, outside, pool_geometry, pool_method,
-                                   spatial_pairs, types_outside)
+from keraffe.targets.profile import ADVICE, Profile, Rule
+from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, depthwise_fix, finding, outside, pool_geometry,
+                                   pool_method, spatial_pairs, swallows_crops_only, types_outside)
 
 #: Huawei's list of Caffe operators (CANN 8.0.0 operatorlist_00098), in Caffe's type spellings (the list
 #: writes INPUT, scale, PRelu, Relu6; ReLU covers its LeakyReLU/RReLU entries).
@@ -39,17 +39,10 @@ def _layer_types(view):
         fix = False
         if node.type == "Dropout":
             fix = "dropout_as_identity"
-        elif node.type == "Silence" and _swallows_crops_only(view, node):
+        elif node.type == "Silence" and swallows_crops_only(view, node):
             fix = "crop_as_convolution"
         yield finding(node, f"type {node.type} is not in Huawei's list of Caffe operators",
                       fix=fix or None, fixable=bool(fix))
-
-
-def _swallows_crops_only(view, node) -> bool:
-    from keraffe.passes.crop_as_convolution import spatial_crop
-
-    producers = [next((p for p in view.net.layers if t in p.outputs), None) for t in node.inputs]
-    return all(p is not None and spatial_crop(view.net, p, view.consumers) is not None for p in producers)
 
 
 def _fork_fields(view):
@@ -77,14 +70,6 @@ def _rank(view):
                 yield finding(node, f"blob '{tensor.blob}' has {len(shape)} axes {shape}; at most 4")
 
 
-def _zero_dims(view):
-    for node in view.layers():
-        for tensor in node.outputs:
-            shape = view.shape(tensor)
-            if shape is not None and 0 in shape:
-                yield finding(node, f"blob '{tensor.blob}' has shape {shape} with a zero dimension")
-
-
 def _weights_file(view):
     if view.weights is None:
         return
@@ -97,7 +82,8 @@ def _weights_file(view):
 
 def _depthwise(view):
     for node in view.layers(*DEPTHWISE_ALIASES):
-        yield finding(node, f"{node.type} must be written as Convolution with group = num_output = input channels")
+        yield finding(node, f"{node.type} must be written as Convolution with group = num_output = input channels",
+                      **depthwise_fix(node))
 
 
 def _conv_filter(view):
@@ -213,8 +199,6 @@ RULES = (
     Rule("A-3", "every blob", "Caffe input data at most 4-D; Reshape/ExpandDims-type ops must not output 5-D",
          "HW-ATC \"Command-Line Options / 参数概览 — General Restrictions\" (CANN 8.0.0 atctool_0040, 9.0.0 "
          "atlasatc_16_0039)", "V", _rank, remedy="none: fold the extra axis into another"),
-    Rule("A-4", "every blob", "Every layer except const has inputs and outputs with no zero dimension",
-         "HW-ATC same page", "V", _zero_dims, remedy="none: remove the empty blob"),
     Rule("A-5", "weights file", "Op name and op type identical (case-sensitive) in .prototxt and .caffemodel",
          "HW-ATC --framework page (CANN 9.0.0 atlasatcparam_16_0014) and CANN 8.0.0 General Restrictions", "V",
          _weights_file, remedy="none automatic: write the caffemodel from the same net (keraffe does on export)"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from keraffe.caffe.net import CaffeNet, LayerNode, Tensor, load_net
 from keraffe.errors import KeraffeError, ShapeError
-from keraffe.targets import ADVICE, ERROR, Profile
+from keraffe.targets.profile import ADVICE, ERROR, Profile
 
 
 @dataclasses.dataclass

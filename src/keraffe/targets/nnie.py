@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import math
 
-from keraffe.targets import ADVICE, Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, finding, global_chain_exists, net_finding, pool_geometry,
-                                  types_outside)
+from keraffe.targets.profile import ADVICE, Profile, Rule
+from keraffe.targets.rules import (CAFFE_1_0_TYPES, depthwise_fix, finding, global_chain_exists, net_finding,
+                                  pool_geometry, types_outside)
 
 #: NNIE's extension layers (public layers outside Caffe that the mapper supports), HI-TAURUS 4.3 §4.3.1.
 EXTENSION_TYPES = frozenset({"ROIPooling", "PSROIPooling", "Normalize", "Upsample", "PassThrough"})
@@ -50,7 +50,8 @@ def pooling_kernel_fits(kernel, stride, input_hw, global_pooling: bool = False) 
 
 def _layer_types(view):
     for node in types_outside(view, LAYER_TYPES):
-        yield finding(node, f"type {node.type} is neither Caffe 1.0 nor an NNIE extension layer")
+        yield finding(node, f"type {node.type} is neither Caffe 1.0 nor an NNIE extension layer",
+                      **depthwise_fix(node))
 
 
 def _permute_order(view):
@@ -149,8 +150,10 @@ RULES = (
          "Normalize, Upsample, PassThrough; the guide's examples add CReLU, DepthwiseConv, RReLU, MatMul, Permute) "
          "must be rewritten as Custom or Proposal layers, which run on the CPU",
          "HI-TAURUS 4.3 §4.3.1 (classes, Custom/Proposal); CSDN \"摘录自:HiSVP开发指南\" (example list)", "VH / B",
-         _layer_types, remedy="none automatic: declare the layer Custom (custom_param with one shape per top) or "
-         "Proposal and implement it on the CPU (HiSVP Development Guide §3.2)"),
+         _layer_types, fix="depthwise_as_grouped",
+         remedy="none automatic for this type: declare the layer Custom (custom_param with one shape per top) or "
+         "Proposal and implement it on the CPU (HiSVP Development Guide §3.2); the forks' depthwise convolutions "
+         "keraffe rewrites itself"),
     Rule("N-9", "Permute", "Only the order (0,1,2,3) -> (0,2,3,1)",
          "I: github.com/Wulingtian/yolov5_onnx2caffe/issues/8; C: README in a yolov5 caffe->wk repo "
          "(index id 36000268014)", "I/C", _permute_order,
@@ -184,7 +187,7 @@ PROFILE = Profile(
     versions="Hi35xx NNIE mapper (Hi3516DV300 SDK header; MindSpore Lite r2.0 NNIE page)",
     layer_types=LAYER_TYPES,
     rules=RULES,
-    rewrites=("chain_global_pooling",),
+    rewrites=("depthwise_as_grouped", "chain_global_pooling"),
     channel_multiple=None,
     channel_note="none documented: the only alignment found is the mapper's [internal_stride] (a row stride in "
                  "bytes, 16 in an example config), which is not a channel multiple",

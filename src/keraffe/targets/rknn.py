@@ -11,9 +11,10 @@ clean net runs on the NPU with every toolkit version cited.
 
 from __future__ import annotations
 
-from keraffe.targets import Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, finding, global_chain_exists, is_depthwise,
-                                   outside, pool_geometry, pool_method, spatial_pairs, types_outside)
+from keraffe.targets.profile import Profile, Rule
+from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, depthwise_fix, finding, global_chain_exists,
+                                   is_depthwise, outside, pool_geometry, pool_method, spatial_pairs,
+                                   swallows_crops_only, types_outside)
 
 #: The Caffe layer types Rockchip lists (RK-MD 1.3.0-2.3.2), in Caffe's spellings (the list writes bn, Lstm, PRelu,
 #: Relu, Relu6; Input is every net's).
@@ -39,12 +40,12 @@ def pooling_fits(kernel, stride, input_hw, global_pooling: bool = False) -> bool
 
 
 def _layer_types(view):
-    from keraffe.targets.ascend import _swallows_crops_only
-
     for node in types_outside(view, LAYER_TYPES):
-        fixable = node.type == "Silence" and _swallows_crops_only(view, node)
-        yield finding(node, f"type {node.type} is not in Rockchip's list of Caffe operators",
-                      fix="crop_as_convolution" if fixable else None, fixable=fixable)
+        fix = depthwise_fix(node)
+        if node.type == "Silence":
+            fixable = swallows_crops_only(view, node)
+            fix = {"fix": "crop_as_convolution" if fixable else None, "fixable": fixable}
+        yield finding(node, f"type {node.type} is not in Rockchip's list of Caffe operators", **fix)
 
 
 def _convolution(view):
@@ -216,7 +217,7 @@ PROFILE = Profile(
     versions="RKNN-Toolkit2 1.0.0-2.3.2 operator lists (the strictest where they disagree)",
     layer_types=LAYER_TYPES,
     rules=RULES,
-    rewrites=("chain_global_pooling", "ceil_pooling_as_floor", "crop_as_convolution"),
+    rewrites=("depthwise_as_grouped", "chain_global_pooling", "ceil_pooling_as_floor", "crop_as_convolution"),
     channel_multiple=None,
     channel_note="none documented as a preference: Rockchip documents only output-layout alignment (NC1HWC2: 16 "
                  "(conv) / 8 channels for int8 on RK3566/68, 32 / 16 on RK3588, RK3562, RK3576, RV1103/06; "

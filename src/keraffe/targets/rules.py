@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import KeraffeError
-from keraffe.targets import Finding
+from keraffe.targets.profile import Finding
 
 #: Caffe 1.0's layer types (the April 2017 release), inference ones.
 CAFFE_1_0_TYPES = frozenset({
@@ -83,3 +83,19 @@ def global_chain_exists(node, input_hw, fits) -> bool:
         return False
     method = "max" if node.param.pooling_param.pool == pb.PoolingParameter.MAX else "ave"
     return plan_chain(tuple(input_hw), method, fits) is not None
+
+
+def depthwise_fix(node) -> dict:
+    """The finding arguments for a fork depthwise type: fixed by depthwise_as_grouped where keraffe knows it."""
+    from keraffe.passes.depthwise_as_grouped import DEPTHWISE_ALIASES
+
+    fixable = node.type in DEPTHWISE_ALIASES
+    return {"fix": "depthwise_as_grouped" if fixable else None, "fixable": fixable}
+
+
+def swallows_crops_only(view, node) -> bool:
+    """Whether a Silence reads only the cut parts of crops (which crop_as_convolution rewrites, Silence and all)."""
+    from keraffe.passes.crop_as_convolution import spatial_crop
+
+    producers = [next((p for p in view.net.layers if t in p.outputs), None) for t in node.inputs]
+    return all(p is not None and spatial_crop(view.net, p, view.consumers) is not None for p in producers)
