@@ -23,8 +23,7 @@ LAYERS = (
     ("files",),
     ("caffe", "layout", "windows", "keras_graph", "host_memory"),
     ("keras_layers", "keras_legacy", "passes"),
-    ("targets",),  # NPU toolchain profiles: rules over Caffe nets, and the passes that fit nets to them
-    ("keras_io",),
+    ("keras_io", "targets"),  # targets: NPU toolchain profiles, their rules over Caffe nets, and fitting
     ("convert", "pruning"),
     ("verify",),
     ("api",),  # keraffe/__init__.py: the public functions

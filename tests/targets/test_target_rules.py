@@ -64,7 +64,7 @@ CASES = {
     ("ascend", "A-C0"): (image() + layer("conv", "Convolution", params="convolution_param { num_output: 10 kernel_size: 1 }"),
                          "conv", None),
     ("rknn", "R-2"): (image() + layer("abs", "AbsVal"), "abs", None),
-    ("rknn", "R-4/5/6/8"): (image(3, 40, 40) + layer("conv", "Convolution", params="convolution_param { num_output: 4 kernel_size: 33 }"),
+    ("rknn", "R-4/5/6/8/9"): (image(3, 40, 40) + layer("conv", "Convolution", params="convolution_param { num_output: 4 kernel_size: 33 }"),
                             "conv", None),
     ("rknn", "R-10"): (image() + layer("up", "Deconvolution", params="convolution_param { num_output: 3 kernel_size: 3 stride: 3 }"),
                        "up", None),

@@ -9,8 +9,9 @@ on Atlas A2/A3 and Ascend 950 (A-7), which no net can fix.
 
 from __future__ import annotations
 
+from keraffe.caffe.releases import CAFFE_1_0_TYPES
 from keraffe.targets.profile import ADVICE, Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, depthwise_fix, finding, outside, pool_geometry,
+from keraffe.targets.rules import (conv_geometry, depthwise_fix, finding, outside, pool_geometry,
                                    pool_method, spatial_pairs, swallows_crops_only, types_outside)
 
 #: Huawei's list of Caffe operators (CANN 8.0.0 operatorlist_00098), in Caffe's type spellings (the list

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 
+from keraffe.caffe.releases import CAFFE_1_0_TYPES
 from keraffe.targets.profile import ADVICE, Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, depthwise_fix, finding, global_chain_exists, net_finding,
+from keraffe.targets.rules import (depthwise_fix, finding, global_chain_exists, net_finding,
                                   pool_geometry, types_outside)
 
 #: NNIE's extension layers (public layers outside Caffe that the mapper supports), HI-TAURUS 4.3 §4.3.1.

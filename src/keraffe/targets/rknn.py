@@ -11,8 +11,9 @@ clean net runs on the NPU with every toolkit version cited.
 
 from __future__ import annotations
 
+from keraffe.caffe.releases import CAFFE_1_0_TYPES
 from keraffe.targets.profile import Profile, Rule
-from keraffe.targets.rules import (CAFFE_1_0_TYPES, conv_geometry, depthwise_fix, finding, global_chain_exists,
+from keraffe.targets.rules import (conv_geometry, depthwise_fix, finding, global_chain_exists,
                                    is_depthwise, outside, pool_geometry, pool_method, spatial_pairs,
                                    swallows_crops_only, types_outside)
 
@@ -182,8 +183,10 @@ RULES = (
          "github.com/rockchip-linux/rknn-toolkit2/issues/138", "V / I", _layer_types,
          remedy="none automatic for this type: express it with listed layers (crop Silences keraffe rewrites "
          "itself)"),
-    Rule("R-4/5/6/8", "Convolution", "kernel_h, kernel_w in [1, 31]; stride [1, 7]; pad each side [0, 15]; "
-         "dilation [1, 31]", RK_MD_ALL + "; RK-OPLIST-2.3.2 §6 (dilation)", "V", _convolution,
+    Rule("R-4/5/6/8/9", "Convolution, ConvolutionDepthwise", "kernel_h, kernel_w in [1, 31]; stride [1, 7]; pad "
+         "each side [0, 15]; dilation [1, 31]. Depthwise (one group per channel): kernel [1, 8], dilation [1, 32]",
+         RK_MD_ALL + "; RK-OPLIST-2.3.2 §6 (dilation); RK-MD-1.0.0...2.3.2, RK-OPLIST-2.3.2 §3.2.6 (depthwise)", "V",
+         _convolution,
          remedy="none: split the kernel or stride in steps (the CPU runs it otherwise, where it has a kernel)"),
     Rule("R-10", "Deconvolution", "stride 2, 4 or 8 (1.0-1.4; V2.3.2 adds 1); kernel [1, 31]; pad [0, 15]",
          "RK-MD-1.0.0, 1.3.0, 1.4.0; RK-OPLIST-2.3.2 §3.2.20", "V", _deconvolution,

@@ -6,14 +6,6 @@ from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import KeraffeError
 from keraffe.targets.profile import Finding
 
-#: Caffe 1.0's layer types (the April 2017 release), inference ones.
-CAFFE_1_0_TYPES = frozenset({
-    "AbsVal", "ArgMax", "BNLL", "BatchNorm", "Bias", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout",
-    "DummyData", "ELU", "Eltwise", "Embed", "Exp", "Flatten", "InnerProduct", "Input", "LRN", "Log", "MVN",
-    "Parameter", "Pooling", "Power", "PReLU", "ReLU", "Reduction", "Reshape", "Scale", "Sigmoid", "Silence",
-    "Slice", "Softmax", "Split", "TanH", "Threshold", "Tile",
-})
-
 
 def finding(node, message: str, fix: str | None = None, fixable: bool | None = None) -> Finding:
     return Finding(node.name, node.type, message, fix, fixable)

@@ -15,13 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from keraffe.caffe.prototxt import Dialect
-
-CAFFE_1_0_TYPES = frozenset({
-    "AbsVal", "ArgMax", "BNLL", "BatchNorm", "Bias", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout",
-    "DummyData", "ELU", "Eltwise", "Embed", "Exp", "Flatten", "InnerProduct", "Input", "LRN", "Log", "MVN",
-    "Parameter", "Pooling", "Power", "PReLU", "ReLU", "Reduction", "Reshape", "Scale", "Sigmoid", "Silence",
-    "Slice", "Softmax", "Split", "TanH", "Threshold", "Tile",
-})
+from keraffe.caffe.releases import CAFFE_1_0_TYPES
 
 OPENCV_TYPES = frozenset({
     "AbsVal", "BNLL", "BatchNorm", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout", "ELU", "Eltwise",
