@@ -7,8 +7,9 @@ cites each one) and the exact rewrite keraffe would apply, if any. It exits
 off the NPU's block size) is listed without failing. ``--weights`` adds the
 rules about the weights file. ``--fix -o FIXED.prototxt`` applies keraffe's
 rewrites, writes the result (and, with --weights, its caffemodel), and
-checks that. Any Caffe net can be checked, keraffe's or not; layer types
-keraffe has no shape rule for are checked by type only.
+checks that. Any Caffe net can be checked (and fixed), keraffe's or not;
+layer types keraffe has no shape rule for are checked by type only, and the
+layers after them are rewritten only where no shape is needed.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run(args) -> int:
     profile = get_profile(args.target)
     net, stored, unchecked = load_for_check(args.prototxt, args.weights, input_shapes_from(args))
     if args.fix:
-        net, notes = _fix(net, profile, args, unchecked)
+        net, notes = _fix(net, profile, args)
         report = check_net(net, profile, None, unchecked)
         report.net = args.output
     else:
@@ -61,16 +62,12 @@ def run(args) -> int:
     return 0 if report.clean else 1
 
 
-def _fix(net, profile, args, unchecked):
+def _fix(net, profile, args):
     from keraffe.caffe.caffemodel import write_caffemodel
     from keraffe.caffe.prototxt import Dialect, write_prototxt
-    from keraffe.errors import KeraffeError
     from keraffe.files import refuse_overwriting_input
     from keraffe.targets.fit import fit_net
 
-    if unchecked:
-        raise KeraffeError(f"{args.prototxt}: --fix needs every layer's shape, and keraffe has no shape rule for "
-                           f"{', '.join(unchecked)}")
     output = Path(args.output)
     caffemodel = Path(args.weights_out) if args.weights_out else output.with_suffix(".caffemodel")
     refuse_overwriting_input(output, args.prototxt, args.weights)

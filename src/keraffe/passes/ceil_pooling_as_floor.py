@@ -64,8 +64,8 @@ def ceil_pooling_as_floor(net: CaffeNet) -> Rewritten:
         if node.type != "Pooling" or layer.pooling_param.pool != pb.PoolingParameter.MAX:
             rewrite.keep(layer)
             continue
-        bottom = net.shapes[node.inputs[0]]
-        if not rounding_differs(layer, bottom):
+        bottom = net.shapes.get(node.inputs[0])
+        if bottom is None or not rounding_differs(layer, bottom):
             rewrite.keep(layer)
             continue
         g = pool_geometry(layer, bottom)

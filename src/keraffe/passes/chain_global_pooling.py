@@ -107,8 +107,8 @@ def chain_global_pooling(net: CaffeNet, fits: Fits) -> Rewritten:
                 pb.PoolingParameter.MAX, pb.PoolingParameter.AVE):
             rewrite.keep(layer)
             continue
-        bottom = net.shapes[node.inputs[0]]
-        if not is_global(layer, bottom) or fits(tuple(bottom[2:]), (1, 1), tuple(bottom[2:]), True):
+        bottom = net.shapes.get(node.inputs[0])
+        if bottom is None or not is_global(layer, bottom) or fits(tuple(bottom[2:]), (1, 1), tuple(bottom[2:]), True):
             rewrite.keep(layer)
             continue
         method = "max" if layer.pooling_param.pool == pb.PoolingParameter.MAX else "ave"

@@ -40,7 +40,9 @@ def spatial_crop(net: CaffeNet, node: LayerNode, consumers) -> tuple[int, int, o
     """(axis, start, kept tensor) when a Slice crops a 4-D blob spatially and only Silence reads the rest."""
     if node.type != "Slice":
         return None
-    bottom = net.shapes[node.inputs[0]]
+    bottom = net.shapes.get(node.inputs[0])
+    if bottom is None:
+        return None
     param = node.param.slice_param
     axis = param.axis if param.HasField("axis") else (param.slice_dim if param.HasField("slice_dim") else 1)
     axis = axis + len(bottom) if axis < 0 else axis

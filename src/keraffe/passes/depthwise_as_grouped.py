@@ -39,7 +39,7 @@ def as_grouped_convolution(net: CaffeNet, node: LayerNode, layer: pb.LayerParame
 def depthwise_as_grouped(net: CaffeNet) -> Rewritten:
     rewrite = NetRewrite(net)
     for node, layer in rewrite.layers():
-        if node.type in DEPTHWISE_ALIASES:
+        if node.type in DEPTHWISE_ALIASES and node.inputs[0] in net.shapes:
             rewrite.keep(as_grouped_convolution(net, node, layer))
             rewrite.note(node, "written as Convolution with one group per channel")
         else:

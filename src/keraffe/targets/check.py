@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from keraffe.caffe.net import CaffeNet, LayerNode, Tensor, load_net
-from keraffe.errors import KeraffeError, ShapeError
+from keraffe.errors import KeraffeError
 from keraffe.targets.profile import ADVICE, ERROR, Profile
 
 
@@ -143,32 +143,18 @@ def load_for_check(prototxt: str | os.PathLike, weights: str | os.PathLike | Non
     """A net read for checking: every layer type accepted, shapes inferred as far as keraffe knows them.
 
     Returns the net, the weights file as stored (or None), and the layers
-    from which shapes are unknown. Weights are bound to layers when every
-    shape is known (what ``--fix`` needs to write them back).
+    from which shapes are unknown. Weights are bound to the layers (checked
+    against their shapes where those are known), for ``--fix`` to write back.
     """
     from keraffe.caffe.caffemodel import read_weights
-    from keraffe.caffe.net import bind_weights
-    from keraffe.caffe.shapes import has_rule, infer_layer
+    from keraffe.caffe.net import bind_weights, infer_known_shapes
 
     net = load_net(prototxt, None, input_shapes, infer_shapes=False)
-    unchecked: list[str] = []
-    for node in net.layers:
-        bottoms = [net.shapes.get(t) for t in node.inputs]
-        if any(b is None for b in bottoms) or not has_rule(node.type):
-            if all(b is not None for b in bottoms):
-                unchecked.append(f"'{node.name}' ({node.type})")
-            continue
-        try:
-            node.shapes = infer_layer(node.param, bottoms)
-        except ShapeError as error:
-            raise ShapeError(f"{prototxt}: layer '{node.name}' ({node.type}): {error}") from None
-        for tensor, shape in zip(node.outputs, node.shapes.tops):
-            net.shapes[tensor] = shape
+    unchecked = infer_known_shapes(net)
     stored = None
     if weights is not None:
         stored = read_weights(weights)
-        if not unchecked:
-            bind_weights(net, stored)
+        bind_weights(net, stored)
     return net, stored, unchecked
 
 

@@ -79,6 +79,7 @@ def fit_net(net: CaffeNet, profile) -> Fitted:
         if not result.notes:
             continue
         notes.extend(f"{name}: {note}" for note in result.notes)
+        partial = any(node.shapes is None for node in net.layers)
         net = net_from_parameter(result.net, result.weights if net.has_weights or result.weights else None,
-                                 net.source)
+                                 net.source, partial=partial)
     return Fitted(net, notes)
