@@ -50,3 +50,30 @@ def test_real_caffe_gives_the_same_maxima(tmp_path):
     """Normal inputs (negative ones too): copies of the edge never change a maximum."""
     net = load(tmp_path, NET)
     assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))
+
+
+EMPTY_WINDOW = """
+name: "subsample"
+input: "x"
+input_shape { dim: 1 dim: 2 dim: 12 dim: 12 }
+layer { name: "cropped" type: "Pooling" bottom: "x" top: "cropped/exact" pooling_param { pool: MAX kernel_size: 1 stride: 2 } }
+layer { name: "rows" type: "Slice" bottom: "cropped/exact" top: "rows" top: "rows_end" slice_param { axis: 2 slice_point: 6 } }
+layer { name: "cols" type: "Slice" bottom: "rows" top: "cropped" top: "cols_end" slice_param { axis: 3 slice_point: 6 } }
+layer { name: "discard" type: "Silence" bottom: "rows_end" bottom: "cols_end" }
+layer { name: "kept" type: "Pooling" bottom: "x" top: "kept" pooling_param { pool: MAX kernel_size: 1 stride: 2 } }
+"""
+
+
+def test_a_window_past_the_input_is_rewritten_only_where_it_is_cropped_away(tmp_path):
+    """Kernel 1, stride 2 on 12 rows: Caffe's 7th window starts at row 12 and reads nothing (-FLT_MAX)."""
+    net = load(tmp_path, EMPTY_WINDOW)
+    result = ceil_pooling_as_floor(net)
+    layers = {layer.name: layer for layer in result.net.layer}
+    assert list(layers["cropped"].bottom) != ["x"] and list(layers["kept"].bottom) == ["x"]
+    assert len(result.notes) == 1
+
+
+@pytest.mark.pycaffe
+def test_real_caffe_keeps_the_cropped_values(tmp_path):
+    net = load(tmp_path, EMPTY_WINDOW)
+    assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))

@@ -23,7 +23,8 @@ Result::
     pool = Pooling(pool/padded_w)      the same parameters: 57x57 either way
 
 AVE pooling is left alone: copies would enter the averages (the caller
-reports it); so are poolings whose roundings already agree.
+reports it); so are poolings whose roundings already agree, and those whose
+last window Caffe starts past the input unless the net crops it away.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 from keraffe.caffe.net import CaffeNet
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.caffe.shapes.pooling import pool_geometry
-from keraffe.errors import ConversionError
 from keraffe.passes.caffe_rewrite import NetRewrite, Rewritten
 
 
@@ -57,28 +57,62 @@ def rounding_differs(layer: pb.LayerParameter, bottom) -> bool:
                zip(bottom[2:], g.kernel, g.stride, g.pad_begin, g.pad_end, g.output))
 
 
+def rows_for_floor(net: CaffeNet, node, consumers=None) -> list[int] | None:
+    """Copied rows and columns that make this MAX pooling's roundings agree exactly, or None when none do.
+
+    A window Caffe starts past the input (stride above kernel, no padding)
+    reads nothing and gives -FLT_MAX; copies would give a value instead. That
+    is exact only where the net throws those positions away: when the
+    pooling's output goes to crops (Slice, the rest to Silence) that keep
+    none of them, as keraffe's Keras -> Caffe windows do.
+    """
+    bottom = net.shapes.get(node.inputs[0])
+    if node.type != "Pooling" or node.param.pooling_param.pool != pb.PoolingParameter.MAX or bottom is None:
+        return None
+    g = pool_geometry(node.param, bottom)
+    if g.pad_begin != g.pad_end or len(node.outputs) != 1:
+        return None
+    extra = []
+    for axis, (size, k, s, p, out) in enumerate(zip(bottom[2:], g.kernel, g.stride, g.pad_begin, g.output)):
+        empty = sum(1 for o in range(out) if o * s - p >= size)
+        if empty and not _cropped_away(net, node.outputs[0], axis + 2, out - empty, consumers):
+            return None
+        extra.append(rows_to_add(size, k, s, p, out))
+    return extra
+
+
+def _cropped_away(net: CaffeNet, tensor, axis: int, keep_below: int, consumers) -> bool:
+    """Whether crops after ``tensor`` keep only positions below ``keep_below`` along ``axis``."""
+    from keraffe.passes.crop_as_convolution import consumers_of, spatial_crop
+
+    consumers = consumers if consumers is not None else consumers_of(net)
+    while True:
+        readers = consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in net.outputs:
+            return False
+        crop = spatial_crop(net, readers[0], consumers)
+        if crop is None:
+            return False
+        crop_axis, start, kept = crop
+        if crop_axis == axis:
+            return start + net.shapes[kept][axis] <= keep_below
+        tensor = kept
+
+
 def ceil_pooling_as_floor(net: CaffeNet) -> Rewritten:
     """Pad the input of every MAX pooling whose roundings differ so that they agree (see the module)."""
+    from keraffe.passes.crop_as_convolution import consumers_of
+
     rewrite = NetRewrite(net)
+    consumers = consumers_of(net)
     for node, layer in rewrite.layers():
-        if node.type != "Pooling" or layer.pooling_param.pool != pb.PoolingParameter.MAX:
+        bottom = net.shapes.get(node.inputs[0]) if node.inputs else None
+        extra = None
+        if node.type == "Pooling" and bottom is not None and rounding_differs(layer, bottom):
+            extra = rows_for_floor(net, node, consumers)
+        if extra is None:
             rewrite.keep(layer)
             continue
-        bottom = net.shapes.get(node.inputs[0])
-        if bottom is None or not rounding_differs(layer, bottom):
-            rewrite.keep(layer)
-            continue
-        g = pool_geometry(layer, bottom)
-        if g.pad_begin != g.pad_end:
-            raise ConversionError(f"'{node.name}': pooling with uneven side pads has no floor-rounding form here")
-        extra = []
-        for axis, (size, k, s, p, out) in enumerate(zip(bottom[2:], g.kernel, g.stride, g.pad_begin, g.output)):
-            last_start = (out - 1) * s - p
-            if last_start >= size:
-                raise ConversionError(
-                    f"'{node.name}': Caffe's last window on axis {axis + 2} starts past the input (stride {s} > "
-                    f"kernel {k}); it reads no value, and no padding reproduces that")
-            extra.append(rows_to_add(size, k, s, p, out))
         current = layer.bottom[0]
         for axis, (count, size) in enumerate(zip(extra, bottom[2:])):
             if count:

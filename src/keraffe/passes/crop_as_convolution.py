@@ -28,7 +28,8 @@ from keraffe.caffe.net import CaffeNet, LayerNode
 from keraffe.passes.caffe_rewrite import NetRewrite, Rewritten, spatial_copy_kernel
 
 
-def _consumers(net: CaffeNet) -> dict:
+def consumers_of(net: CaffeNet) -> dict:
+    """Tensor -> the layers that read it."""
     result: dict = {}
     for node in net.layers:
         for tensor in node.inputs:
@@ -62,7 +63,7 @@ def spatial_crop(net: CaffeNet, node: LayerNode, consumers) -> tuple[int, int, o
 
 def crop_as_convolution(net: CaffeNet) -> Rewritten:
     rewrite = NetRewrite(net)
-    consumers = _consumers(net)
+    consumers = consumers_of(net)
     swallowed: set[str] = set()
     for node, layer in rewrite.layers():
         crop = spatial_crop(net, node, consumers)

@@ -87,17 +87,15 @@ def _deconvolution(view):
 
 
 def _rounding(view):
-    from keraffe.passes.ceil_pooling_as_floor import rounding_differs
+    from keraffe.passes.ceil_pooling_as_floor import rounding_differs, rows_for_floor
 
     for node in view.layers("Pooling"):
-        bottom = view.bottom(node)
-        if pool_geometry(view, node) is None or not rounding_differs(node.param, bottom):
-            continue
-        method = pool_method(node)
         g = pool_geometry(view, node)
-        yield finding(node, f"{method} pooling rounds its {spatial_pairs(g.output)} output up; rounding down (the "
-                            "NPU's only mode) gives fewer rows or columns",
-                      fixable=method == "MAX" and g.pad_begin == g.pad_end)
+        if g is None or not rounding_differs(node.param, view.bottom(node)):
+            continue
+        yield finding(node, f"{pool_method(node)} pooling rounds its {spatial_pairs(g.output)} output up; rounding "
+                            "down (the NPU's only mode) gives fewer rows or columns",
+                      fixable=rows_for_floor(view.net, node, view.consumers) is not None)
 
 
 def _pool_window(view):
@@ -194,8 +192,8 @@ RULES = (
     Rule("R-12", "Pooling (MAX)", "ceil_mode must be 0 (floor); Caffe's default is ceil",
          "RK-MD-1.0.0 (Caffe Pooling row), RK-MD-1.3.0/1.4.0 (ONNX MaxPool); RK-OPLIST-2.3.2 §3.2.44",
          "V (NPU-only)", _rounding, fix="ceil_pooling_as_floor",
-         remedy="none for AVE pooling (copied rows would enter the averages): crop the input so both roundings "
-         "agree"),
+         remedy="none for AVE pooling (copied rows would enter the averages), nor where Caffe's last window "
+         "reads nothing and the net keeps it: crop the input so both roundings agree"),
     Rule("R-13", "Pooling (MAX/AVE)", "kernel [1, 7]; stride [1, 8]; pad [0, 7] (non-global)",
          "RK-MD-1.0.0; RK-MD-1.3.0/1.4.0; RK-OPLIST-2.3.2 §3.2.44/§3.2.46", "V (NPU-only)", _pool_window,
          remedy="none: pool in steps"),
