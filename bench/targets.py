@@ -86,17 +86,22 @@ def export_entry(model, target: str, workdir: Path) -> dict:
     return entry
 
 
-def applications(names, results: dict, save) -> None:
-    from fidelity import MODELS, build
-
-    for name in names or MODELS:
-        model = build(name)
+def _export_each(names, load, results: dict, save) -> None:
+    """Every target's export of each named model (``load(name)`` builds or reads it), saved after each."""
+    for name in names:
+        model = load(name)
         row = results.setdefault(name, {})
         with tempfile.TemporaryDirectory() as tmp:
             for target in TARGETS:
                 row[target] = export_entry(model, target, Path(tmp))
                 print(name, target, row[target], flush=True)
         save()
+
+
+def applications(names, results: dict, save) -> None:
+    from fidelity import MODELS, build
+
+    _export_each(names or MODELS, build, results, save)
 
 
 def zoo_keras(names, results: dict, save) -> None:
@@ -106,14 +111,8 @@ def zoo_keras(names, results: dict, save) -> None:
 
     from keraffe.keras_io import load_keras_model
 
-    for relpath in names or (XCEPTION + KERAS3 + HYPERLPR):
-        model = load_keras_model(ZOO / relpath)
-        row = results.setdefault(relpath, {})
-        with tempfile.TemporaryDirectory() as tmp:
-            for target in TARGETS:
-                row[target] = export_entry(model, target, Path(tmp))
-                print(relpath, target, row[target], flush=True)
-        save()
+    _export_each(names or (XCEPTION + KERAS3 + HYPERLPR), lambda relpath: load_keras_model(ZOO / relpath),
+                 results, save)
 
 
 def fit_entry(net, inputs, reference, target: str) -> dict:

@@ -89,3 +89,18 @@ def test_a_target_without_a_layer_type_refuses_the_conversion(tmp_path):
     with pytest.raises(keraffe.KeraffeError, match="target 'rknn' has no ELU"):
         keraffe.keras_to_caffe(model, tmp_path / "net.prototxt", target="rknn")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keras2caffe_writes_the_net_and_exits_1_when_the_target_check_fails(tmp_path, capsys):
+    """A 33x33 kernel is beyond RKNN's NPU (R-4): the exact net is written, the violation listed, exit 1."""
+    from keraffe.cli.main import main
+
+    x = keras.Input((40, 40, 3), name="image")
+    keras.Model(x, L.Conv2D(2, 33, name="wide")(x)).save(tmp_path / "wide.keras")
+    out = tmp_path / "wide.prototxt"
+    assert main(["keras2caffe", str(tmp_path / "wide.keras"), "-o", str(out), "--target", "rknn"]) == 1
+    printed = capsys.readouterr().out
+    assert "error R-4/5/6/8/9: layer 'wide' (Convolution): convolution: kernel 33x33 (1-31)" in printed
+    assert "target rknn's toolchain will refuse it" in printed
+    assert out.is_file() and out.with_suffix(".caffemodel").is_file()
+    assert main(["keras2caffe", str(tmp_path / "wide.keras"), "-o", str(out), "--target", "nnie"]) == 0
