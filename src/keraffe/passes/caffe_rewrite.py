@@ -79,14 +79,3 @@ class NetRewrite:
         weights = {name: arrays for name, arrays in self.weights.items() if name in names}
         return Rewritten(self.result, weights, self.notes)
 
-
-def spatial_copy_kernel(channels: int, kernel: tuple[int, int], offset: tuple[int, int]) -> np.ndarray:
-    """Depthwise weights (C, 1, kH, kW) that are 1 at ``offset`` and 0 elsewhere: each output copies one input.
-
-    A convolution with these weights, no padding and stride 1 computes
-    out[i, j] = x[i + offset_h, j + offset_w] * 1 plus exact zeros, i.e. the
-    input cropped; no value is rounded (for finite inputs).
-    """
-    weight = np.zeros((channels, 1) + tuple(kernel), np.float32)
-    weight[:, 0, offset[0], offset[1]] = 1.0
-    return weight

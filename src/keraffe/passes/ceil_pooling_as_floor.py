@@ -83,7 +83,7 @@ def rows_for_floor(net: CaffeNet, node, consumers=None) -> list[int] | None:
 
 def _cropped_away(net: CaffeNet, tensor, axis: int, keep_below: int, consumers) -> bool:
     """Whether crops after ``tensor`` keep only positions below ``keep_below`` along ``axis``."""
-    from keraffe.passes.crop_as_convolution import consumers_of, spatial_crop
+    from keraffe.passes.slice_as_crop import consumers_of, spatial_crop
 
     consumers = consumers if consumers is not None else consumers_of(net)
     while True:
@@ -101,7 +101,7 @@ def _cropped_away(net: CaffeNet, tensor, axis: int, keep_below: int, consumers) 
 
 def ceil_pooling_as_floor(net: CaffeNet) -> Rewritten:
     """Pad the input of every MAX pooling whose roundings differ so that they agree (see the module)."""
-    from keraffe.passes.crop_as_convolution import consumers_of
+    from keraffe.passes.slice_as_crop import consumers_of
 
     rewrite = NetRewrite(net)
     consumers = consumers_of(net)

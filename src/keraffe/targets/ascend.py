@@ -41,7 +41,7 @@ def _layer_types(view):
         if node.type == "Dropout":
             fix = "dropout_as_identity"
         elif node.type == "Silence" and swallows_crops_only(view, node):
-            fix = "crop_as_convolution"
+            fix = "slice_as_crop"
         yield finding(node, f"type {node.type} is not in Huawei's list of Caffe operators",
                       fix=fix or None, fixable=bool(fix))
 
@@ -243,7 +243,7 @@ PROFILE = Profile(
     versions="CANN 8.0.0 (Supported Caffe Operators, ATC Instructions), with 6.0.1-9.0.0 pages where cited",
     layer_types=LAYER_TYPES,
     rules=RULES,
-    rewrites=("depthwise_as_grouped", "dropout_as_identity", "crop_as_convolution", "split_wide_concat",
+    rewrites=("depthwise_as_grouped", "dropout_as_identity", "slice_as_crop", "split_wide_concat",
               "upsample_stride_spelling"),
     channel_multiple=CHANNEL_BLOCK,
     channel_note="C0 = 16 for FP16 (32 for INT8): the channel block of Ascend's NC1HWC0 layout",

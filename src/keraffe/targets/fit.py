@@ -50,9 +50,9 @@ REWRITES = {rewrite.name: rewrite for rewrite in (
     Rewrite("ceil_pooling_as_floor", "the input is padded at the bottom and right with copies of its last row and "
             "column (Slice + Concat) until rounding down gives Caffe's rounded-up output; no maximum changes",
             _pass("ceil_pooling_as_floor", "ceil_pooling_as_floor")),
-    Rewrite("crop_as_convolution", "each crop (a Slice whose cut parts only Silence reads) becomes a depthwise "
-            "convolution whose one-hot kernel copies the kept rows or columns; the Silence goes",
-            _pass("crop_as_convolution", "crop_as_convolution")),
+    Rewrite("slice_as_crop", "each crop (a Slice whose cut parts only Silence reads) becomes Caffe's Crop, sized by "
+            "a pooling of the same input, which copies the kept rows or columns; the Silence goes",
+            _pass("slice_as_crop", "slice_as_crop")),
     Rewrite("depthwise_as_grouped", "written as BVLC's Convolution with one group per channel, same weights",
             _pass("depthwise_as_grouped", "depthwise_as_grouped")),
     Rewrite("dropout_as_identity", "Dropout is the identity at inference: written as Power y = x, same blob",

@@ -45,7 +45,7 @@ def _layer_types(view):
         fix = depthwise_fix(node)
         if node.type == "Silence":
             fixable = swallows_crops_only(view, node)
-            fix = {"fix": "crop_as_convolution" if fixable else None, "fixable": fixable}
+            fix = {"fix": "slice_as_crop" if fixable else None, "fixable": fixable}
         yield finding(node, f"type {node.type} is not in Rockchip's list of Caffe operators", **fix)
 
 
@@ -218,7 +218,7 @@ PROFILE = Profile(
     versions="RKNN-Toolkit2 1.0.0-2.3.2 operator lists (the strictest where they disagree)",
     layer_types=LAYER_TYPES,
     rules=RULES,
-    rewrites=("depthwise_as_grouped", "chain_global_pooling", "ceil_pooling_as_floor", "crop_as_convolution"),
+    rewrites=("depthwise_as_grouped", "chain_global_pooling", "ceil_pooling_as_floor", "slice_as_crop"),
     channel_multiple=None,
     channel_note="none documented as a preference: Rockchip documents only output-layout alignment (NC1HWC2: 16 "
                  "(conv) / 8 channels for int8 on RK3566/68, 32 / 16 on RK3588, RK3562, RK3576, RV1103/06; "

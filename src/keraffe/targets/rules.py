@@ -86,8 +86,8 @@ def depthwise_fix(node) -> dict:
 
 
 def swallows_crops_only(view, node) -> bool:
-    """Whether a Silence reads only the cut parts of crops (which crop_as_convolution rewrites, Silence and all)."""
-    from keraffe.passes.crop_as_convolution import spatial_crop
+    """Whether a Silence reads only the cut parts of crops (which slice_as_crop rewrites, Silence and all)."""
+    from keraffe.passes.slice_as_crop import spatial_crop
 
     producers = [next((p for p in view.net.layers if t in p.outputs), None) for t in node.inputs]
     return all(p is not None and spatial_crop(view.net, p, view.consumers) is not None for p in producers)

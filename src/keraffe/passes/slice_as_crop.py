@@ -1,12 +1,14 @@
-"""A Caffe -> Caffe pass for toolchains without Silence: a crop (Slice + Silence) as a copying convolution.
+"""A Caffe -> Caffe pass for toolchains without Silence: a crop (Slice + Silence) as Caffe's Crop layer.
 
 keraffe cuts rows and columns off a blob with Caffe 1.0's Slice and
 swallows the cut parts with Silence (Keras' rounding-down pooling windows
 cut out of Caffe's rounding-up output, say). Huawei's ATC and RKNN list no
-Silence layer. The same crop is a depthwise convolution, unpadded, whose
-kernel spans the cut plus one and is 1 where the kept part starts and 0
-elsewhere: each output is one input times 1 plus exact zeros, so the kept
-values come through unrounded (for finite inputs, as every Caffe net has).
+Silence layer, but both list Crop: it copies the kept part, so every value
+comes through bit for bit, whatever the cut parts hold (keraffe's own
+drafts may leave inf or NaN there, in windows that read only padding).
+Crop takes its size from a second bottom; a MAX pooling of the same input,
+stride 1, with a kernel one longer than the cut, has exactly the kept size
+(Crop reads only its shape, never its values).
 
 Given (x is 1x8x57x57)::
 
@@ -15,7 +17,8 @@ Given (x is 1x8x57x57)::
 
 Result::
 
-    crop = Convolution(x)              num_output 8, group 8, kernel 2x1, no bias; weight 1 at (0, 0)
+    crop/size = Pooling(x)             MAX, kernel 2x1, stride 1: 1x8x56x57
+    crop = Crop(x, crop/size)          axis 2, offset 0, 0
     discard = Silence(other)           (dropped when nothing is left to swallow)
 
 Slices along the channel axis, or whose cut parts feed anything but
@@ -25,7 +28,7 @@ Silence, are left alone.
 from __future__ import annotations
 
 from keraffe.caffe.net import CaffeNet, LayerNode
-from keraffe.passes.caffe_rewrite import NetRewrite, Rewritten, spatial_copy_kernel
+from keraffe.passes.caffe_rewrite import NetRewrite, Rewritten
 
 
 def consumers_of(net: CaffeNet) -> dict:
@@ -61,7 +64,7 @@ def spatial_crop(net: CaffeNet, node: LayerNode, consumers) -> tuple[int, int, o
     return None
 
 
-def crop_as_convolution(net: CaffeNet) -> Rewritten:
+def slice_as_crop(net: CaffeNet) -> Rewritten:
     rewrite = NetRewrite(net)
     consumers = consumers_of(net)
     swallowed: set[str] = set()
@@ -69,20 +72,19 @@ def crop_as_convolution(net: CaffeNet) -> Rewritten:
         crop = spatial_crop(net, node, consumers)
         if crop is not None:
             axis, start, kept = crop
-            channels, full = net.shapes[node.inputs[0]][1], net.shapes[node.inputs[0]][axis]
-            size = net.shapes[kept][axis]
+            full, size = net.shapes[node.inputs[0]][axis], net.shapes[kept][axis]
             swallowed.update(t.blob for t in node.outputs if t != kept)
-            kernel = (full - size + 1, 1) if axis == 2 else (1, full - size + 1)
-            offset = (start, 0) if axis == 2 else (0, start)
-            conv = rewrite.add("Convolution", node.name, [layer.bottom[0]], [kept.blob],
-                               [spatial_copy_kernel(channels, kernel, offset)])
-            param = conv.convolution_param
-            param.num_output = channels
-            param.group = channels
-            param.kernel_h, param.kernel_w = kernel
-            param.bias_term = False
-            rewrite.note(node, f"crop of axis {axis} (positions {start}..{start + size - 1} of {full}) as a "
-                               "depthwise convolution that copies them")
+            reference = rewrite.unique(f"{node.name}/size")
+            sizing = rewrite.add("Pooling", reference, [layer.bottom[0]], [reference])
+            param = sizing.pooling_param
+            param.pool = param.MAX
+            param.kernel_h, param.kernel_w = (full - size + 1, 1) if axis == 2 else (1, full - size + 1)
+            param.stride = 1
+            cropped = rewrite.add("Crop", node.name, [layer.bottom[0], reference], [kept.blob])
+            cropped.crop_param.axis = axis
+            cropped.crop_param.offset.extend([start, 0] if axis == 2 else [start])
+            rewrite.note(node, f"crop of axis {axis} (positions {start}..{start + size - 1} of {full}) as a Crop, "
+                               "sized by a pooling of the same input")
         elif node.type == "Silence" and swallowed.intersection(layer.bottom):
             left = [b for b in layer.bottom if b not in swallowed]
             if left:
