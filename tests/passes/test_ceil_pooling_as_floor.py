@@ -77,3 +77,29 @@ def test_a_window_past_the_input_is_rewritten_only_where_it_is_cropped_away(tmp_
 def test_real_caffe_keeps_the_cropped_values(tmp_path):
     net = load(tmp_path, EMPTY_WINDOW)
     assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))
+
+
+AVERAGES = """
+name: "averages"
+input: "x"
+input_shape { dim: 1 dim: 2 dim: 7 dim: 7 }
+layer { name: "cropped" type: "Pooling" bottom: "x" top: "cropped/exact" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+layer { name: "rows" type: "Slice" bottom: "cropped/exact" top: "rows" top: "rows_end" slice_param { axis: 2 slice_point: 3 } }
+layer { name: "cols" type: "Slice" bottom: "rows" top: "cropped" top: "cols_end" slice_param { axis: 3 slice_point: 3 } }
+layer { name: "discard" type: "Silence" bottom: "rows_end" bottom: "cols_end" }
+layer { name: "kept" type: "Pooling" bottom: "x" top: "kept" pooling_param { pool: AVE kernel_size: 2 stride: 2 } }
+"""
+
+
+def test_average_windows_past_the_input_only_where_they_are_cropped_away(tmp_path):
+    """7 rows, kernel 2, stride 2: Caffe's 4th window averages row 6 alone; copies would change it."""
+    net = load(tmp_path, AVERAGES)
+    result = ceil_pooling_as_floor(net)
+    layers = {layer.name: layer for layer in result.net.layer}
+    assert list(layers["cropped"].bottom) != ["x"] and list(layers["kept"].bottom) == ["x"]
+
+
+@pytest.mark.pycaffe
+def test_real_caffe_keeps_the_cropped_averages(tmp_path):
+    net = load(tmp_path, AVERAGES)
+    assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))

@@ -22,9 +22,10 @@ Result::
     pool/padded_w = Concat(pool/keep_w, pool/last_w, pool/last_w)        axis 3: 113 columns
     pool = Pooling(pool/padded_w)      the same parameters: 57x57 either way
 
-AVE pooling is left alone: copies would enter the averages (the caller
-reports it); so are poolings whose roundings already agree, and those whose
-last window Caffe starts past the input unless the net crops it away.
+An AVE pooling is rewritten only where every window that reaches past the
+input is cropped away afterwards (copies would enter those averages), as
+keraffe's Keras -> Caffe windows do; so is a MAX pooling whose last window
+Caffe starts past the input. Poolings whose roundings agree are left alone.
 """
 
 from __future__ import annotations
@@ -58,24 +59,30 @@ def rounding_differs(layer: pb.LayerParameter, bottom) -> bool:
 
 
 def rows_for_floor(net: CaffeNet, node, consumers=None) -> list[int] | None:
-    """Copied rows and columns that make this MAX pooling's roundings agree exactly, or None when none do.
+    """Copied rows and columns that make this pooling's roundings agree exactly, or None when none do.
 
-    A window Caffe starts past the input (stride above kernel, no padding)
-    reads nothing and gives -FLT_MAX; copies would give a value instead. That
-    is exact only where the net throws those positions away: when the
-    pooling's output goes to crops (Slice, the rest to Silence) that keep
+    A MAX window that reaches the copies also holds the row they copy, so
+    its maximum stays; a window Caffe starts past the input (stride above
+    kernel, no padding) reads nothing and gives -FLT_MAX, which copies would
+    replace. An AVE window that reaches past the input would average copies
+    in. Such windows are rewritten only where the net throws them away: when
+    the pooling's output goes to crops (Slice, the rest to Silence) that keep
     none of them, as keraffe's Keras -> Caffe windows do.
     """
     bottom = net.shapes.get(node.inputs[0])
-    if node.type != "Pooling" or node.param.pooling_param.pool != pb.PoolingParameter.MAX or bottom is None:
+    method = node.param.pooling_param.pool if node.type == "Pooling" else None
+    if method not in (pb.PoolingParameter.MAX, pb.PoolingParameter.AVE) or bottom is None:
         return None
     g = pool_geometry(node.param, bottom)
     if g.pad_begin != g.pad_end or len(node.outputs) != 1:
         return None
     extra = []
     for axis, (size, k, s, p, out) in enumerate(zip(bottom[2:], g.kernel, g.stride, g.pad_begin, g.output)):
-        empty = sum(1 for o in range(out) if o * s - p >= size)
-        if empty and not _cropped_away(net, node.outputs[0], axis + 2, out - empty, consumers):
+        if method == pb.PoolingParameter.MAX:
+            changed = sum(1 for o in range(out) if o * s - p >= size)  # windows that start past the input
+        else:
+            changed = sum(1 for o in range(out) if o * s - p + k > size)  # windows that end past it
+        if changed and not _cropped_away(net, node.outputs[0], axis + 2, out - changed, consumers):
             return None
         extra.append(rows_to_add(size, k, s, p, out))
     return extra
@@ -100,7 +107,7 @@ def _cropped_away(net: CaffeNet, tensor, axis: int, keep_below: int, consumers) 
 
 
 def ceil_pooling_as_floor(net: CaffeNet) -> Rewritten:
-    """Pad the input of every MAX pooling whose roundings differ so that they agree (see the module)."""
+    """Pad the input of every pooling whose roundings differ so that they agree, where that is exact (see the module)."""
     from keraffe.passes.slice_as_crop import consumers_of
 
     rewrite = NetRewrite(net)

@@ -189,11 +189,11 @@ RULES = (
     Rule("R-10", "Deconvolution", "stride 2, 4 or 8 (1.0-1.4; V2.3.2 adds 1); kernel [1, 31]; pad [0, 15]",
          "RK-MD-1.0.0, 1.3.0, 1.4.0; RK-OPLIST-2.3.2 §3.2.20", "V", _deconvolution,
          remedy="none: upsample in steps of 2, 4 or 8"),
-    Rule("R-12", "Pooling (MAX)", "ceil_mode must be 0 (floor); Caffe's default is ceil",
+    Rule("R-12", "Pooling", "ceil_mode must be 0 (floor); Caffe's default is ceil (MaxPool; AVE likewise, R-13)",
          "RK-MD-1.0.0 (Caffe Pooling row), RK-MD-1.3.0/1.4.0 (ONNX MaxPool); RK-OPLIST-2.3.2 §3.2.44",
          "V (NPU-only)", _rounding, fix="ceil_pooling_as_floor",
-         remedy="none for AVE pooling (copied rows would enter the averages), nor where Caffe's last window "
-         "reads nothing and the net keeps it: crop the input so both roundings agree"),
+         remedy="none where an AVE window reaching past the input (copies would enter its average), or a MAX "
+         "window starting past it, is kept by the net: crop the input so both roundings agree"),
     Rule("R-13", "Pooling (MAX/AVE)", "kernel [1, 7]; stride [1, 8]; pad [0, 7] (non-global)",
          "RK-MD-1.0.0; RK-MD-1.3.0/1.4.0; RK-OPLIST-2.3.2 §3.2.44/§3.2.46", "V (NPU-only)", _pool_window,
          remedy="none: pool in steps"),
