@@ -11,8 +11,12 @@ Three sets of nets, each taken to every target:
 * the zoo's Caffe nets that convert and match real Caffe
   (tests/convert/caffe_to_keras/zoo_expectations.json, "verified by caffe"),
   fitted Caffe -> Caffe as ``keraffe check --fix`` does (trained weights where
-  the zoo has them, else seeded): the check before and after, and the largest
-  relative error of the fitted net against the original, both in real Caffe.
+  the zoo has them, else seeded): the check before and after, and, in real
+  Caffe, the largest relative error of each rewritten layer's output against
+  the original's (where a rewrite's own error shows; judged against the
+  tolerance) and of the net's outputs (recorded: seeded weights drive some
+  deep nets to activations of 1e6, whose softmax turns float32 summation
+  order in an averaged pooling into 1e-3).
 
 Results go to bench/results/targets.json (resumable: finished entries are
 kept unless named again); tools/gen_readme.py renders the README table.
@@ -115,10 +119,20 @@ def zoo_keras(names, results: dict, save) -> None:
                  results, save)
 
 
-def fit_entry(net, inputs, reference, target: str) -> dict:
-    """Fit a loaded zoo net to one target; the checks before and after, and agreement in real Caffe."""
+def _relative_error(got, want) -> float:
+    """max |got - want| / max |want| over finite values; equal infinities and NaNs at the same places count as 0."""
     import numpy as np
 
+    same = (got == want) | (np.isnan(got) & np.isnan(want))
+    if not np.isfinite(want).any():
+        return 0.0 if same.all() else float("inf")
+    scale = float(np.abs(want[np.isfinite(want)]).max()) or 1.0
+    return float(np.where(same, 0.0, np.abs(got - want)).max()) / scale
+
+
+def fit_entry(net, inputs, target: str) -> dict:
+    """Fit a loaded zoo net to one target: the checks before and after, and how the rewritten layers' outputs
+    and the net's outputs compare with the original's in real Caffe."""
     from keraffe.errors import KeraffeError
     from keraffe.targets import get_profile
     from keraffe.targets.check import check_net
@@ -139,22 +153,22 @@ def fit_entry(net, inputs, reference, target: str) -> dict:
         "advice": len(after.advice),
         "rewrites": _rewrites(fitted.notes),
     }
-    if not fitted.notes:
+    if not fitted.layers:
         entry["max_rel_error"], entry["agrees"] = 0.0, True  # the same net: nothing to run again
         return entry
-    outputs = list(reference)
+    rewritten = sorted({t.blob for node in net.layers if node.name in fitted.layers for t in node.outputs})
+    outputs = [t.blob for t in net.outputs]
+    blobs = list(dict.fromkeys(rewritten + outputs))
     try:
-        got = run_reference(fitted.net, inputs, outputs, "caffe")
+        want = run_reference(net, inputs, blobs, "caffe")
+        got = run_reference(fitted.net, inputs, blobs, "caffe")
     except KeraffeError as error:
         entry["agrees"] = False
         entry["verify_error"] = str(error).strip().splitlines()[-1][:200]
         return entry
-    worst = 0.0
-    for blob in outputs:
-        scale = float(np.abs(reference[blob]).max()) or 1.0
-        worst = max(worst, float(np.abs(got[blob] - reference[blob]).max()) / scale)
-    entry["max_rel_error"] = worst
-    entry["agrees"] = worst <= TOLERANCE
+    entry["max_rel_error"] = max(_relative_error(got[b], want[b]) for b in rewritten)
+    entry["output_rel_error"] = max(_relative_error(got[b], want[b]) for b in outputs)
+    entry["agrees"] = entry["max_rel_error"] <= TOLERANCE
     return entry
 
 
@@ -165,7 +179,7 @@ def zoo_caffe(names, results: dict, save) -> None:
 
     from keraffe.caffe.net import load_net
     from keraffe.caffe.seeded import attach_seeded_weights
-    from keraffe.verify import run_reference, seeded_inputs
+    from keraffe.verify import seeded_inputs
 
     expected = json.loads(EXPECTATIONS.read_text())
     chosen = names or sorted(k for k, v in expected.items() if v["status"] == "verified by caffe")
@@ -177,14 +191,8 @@ def zoo_caffe(names, results: dict, save) -> None:
             attach_seeded_weights(net, seed=0)
         inputs = seeded_inputs(net)
         row = {"weights": "trained" if weights else "seeded"}
-        reference = None
         for target in TARGETS:
-            from keraffe.targets import get_profile
-            from keraffe.targets.fit import fit_net
-
-            if reference is None and fit_net(net, get_profile(target)).notes:
-                reference = run_reference(net, inputs, [t.blob for t in net.outputs], "caffe")
-            row[target] = fit_entry(net, inputs, reference or {}, target)
+            row[target] = fit_entry(net, inputs, target)
             print(relpath, target, row[target], flush=True)
         results[relpath] = row
         save()

@@ -28,6 +28,8 @@ class Rewritten:
     net: pb.NetParameter
     weights: Weights
     notes: list[str]
+    #: The original layers rewritten, by name (their tops keep their names in ``net``).
+    layers: list[str] = dataclasses.field(default_factory=list)
 
 
 class NetRewrite:
@@ -41,6 +43,7 @@ class NetRewrite:
         self.result.CopyFrom(self.original)
         del self.result.layer[:]
         self.notes: list[str] = []
+        self.rewritten: list[str] = []
         self._names = {layer.name for layer in self.original.layer} | {
             blob for layer in self.original.layer for blob in (*layer.bottom, *layer.top)}
 
@@ -73,9 +76,10 @@ class NetRewrite:
 
     def note(self, node: LayerNode, what: str) -> None:
         self.notes.append(f"'{node.name}' ({node.type}): {what}")
+        self.rewritten.append(node.name)
 
     def done(self) -> Rewritten:
         names = {layer.name for layer in self.result.layer}
         weights = {name: arrays for name, arrays in self.weights.items() if name in names}
-        return Rewritten(self.result, weights, self.notes)
+        return Rewritten(self.result, weights, self.notes, self.rewritten)
 

@@ -69,17 +69,21 @@ class Fitted:
     net: CaffeNet
     #: One line per rewritten layer, prefixed with the rewrite's name.
     notes: list[str]
+    #: The layers of the original net that were rewritten, by name.
+    layers: list[str] = dataclasses.field(default_factory=list)
 
 
 def fit_net(net: CaffeNet, profile) -> Fitted:
     """``net`` with every rewrite of ``profile`` applied (weights carried, new layers' weights added)."""
     notes: list[str] = []
+    layers: list[str] = []
     for name in profile.rewrites:
         result = REWRITES[name].apply(net, profile)
         if not result.notes:
             continue
         notes.extend(f"{name}: {note}" for note in result.notes)
+        layers.extend(layer for layer in result.layers if layer not in layers)
         partial = any(node.shapes is None for node in net.layers)
         net = net_from_parameter(result.net, result.weights if net.has_weights or result.weights else None,
                                  net.source, partial=partial)
-    return Fitted(net, notes)
+    return Fitted(net, notes, layers)
