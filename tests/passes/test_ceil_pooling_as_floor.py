@@ -52,6 +52,8 @@ def test_real_caffe_gives_the_same_maxima(tmp_path):
     assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))
 
 
+
+#: Kernel 1, stride 2 on 12 rows: Caffe's 7th window starts at row 12 and reads nothing (-FLT_MAX).
 EMPTY_WINDOW = """
 name: "subsample"
 input: "x"
@@ -63,22 +65,7 @@ layer { name: "discard" type: "Silence" bottom: "rows_end" bottom: "cols_end" }
 layer { name: "kept" type: "Pooling" bottom: "x" top: "kept" pooling_param { pool: MAX kernel_size: 1 stride: 2 } }
 """
 
-
-def test_a_window_past_the_input_is_rewritten_only_where_it_is_cropped_away(tmp_path):
-    """Kernel 1, stride 2 on 12 rows: Caffe's 7th window starts at row 12 and reads nothing (-FLT_MAX)."""
-    net = load(tmp_path, EMPTY_WINDOW)
-    result = ceil_pooling_as_floor(net)
-    layers = {layer.name: layer for layer in result.net.layer}
-    assert list(layers["cropped"].bottom) != ["x"] and list(layers["kept"].bottom) == ["x"]
-    assert len(result.notes) == 1
-
-
-@pytest.mark.pycaffe
-def test_real_caffe_keeps_the_cropped_values(tmp_path):
-    net = load(tmp_path, EMPTY_WINDOW)
-    assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))
-
-
+#: 7 rows, kernel 2, stride 2: Caffe's 4th window averages row 6 alone; copies would change it.
 AVERAGES = """
 name: "averages"
 input: "x"
@@ -91,15 +78,17 @@ layer { name: "kept" type: "Pooling" bottom: "x" top: "kept" pooling_param { poo
 """
 
 
-def test_average_windows_past_the_input_only_where_they_are_cropped_away(tmp_path):
-    """7 rows, kernel 2, stride 2: Caffe's 4th window averages row 6 alone; copies would change it."""
-    net = load(tmp_path, AVERAGES)
+@pytest.mark.parametrize("text", [EMPTY_WINDOW, AVERAGES], ids=["max_window_past_the_input", "average_past_it"])
+def test_changed_windows_are_rewritten_only_where_they_are_cropped_away(text, tmp_path):
+    net = load(tmp_path, text)
     result = ceil_pooling_as_floor(net)
     layers = {layer.name: layer for layer in result.net.layer}
     assert list(layers["cropped"].bottom) != ["x"] and list(layers["kept"].bottom) == ["x"]
+    assert len(result.notes) == 1
 
 
 @pytest.mark.pycaffe
-def test_real_caffe_keeps_the_cropped_averages(tmp_path):
-    net = load(tmp_path, AVERAGES)
+@pytest.mark.parametrize("text", [EMPTY_WINDOW, AVERAGES], ids=["max_window_past_the_input", "average_past_it"])
+def test_real_caffe_keeps_the_values_the_crops_keep(text, tmp_path):
+    net = load(tmp_path, text)
     assert_same_in_real_caffe(net, ceil_pooling_as_floor(net))
