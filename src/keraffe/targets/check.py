@@ -100,8 +100,7 @@ class CheckReport:
             where = f"layer '{v.layer}' ({v.layer_type})" if v.layer else "the net"
             lines.append(f"  {v.severity} {v.rule}: {where}: {v.message}")
             lines.append(f"      source: {v.source} [{v.confidence}]")
-            lines.append(f"      fix: {('keraffe rewrites it (' + v.fix + '): ') if v.fix else 'none by keraffe: '}"
-                         f"{v.remedy}")
+            lines.append(f"      fix: keraffe rewrites it ({v.fix}): {v.remedy}" if v.fix else f"      fix: {v.remedy}")
         if self.unchecked:
             shown = ", ".join(self.unchecked[:8]) + (" ..." if len(self.unchecked) > 8 else "")
             lines.append(f"  note: shapes unknown from layer(s) {shown}: rules on shapes skipped them")

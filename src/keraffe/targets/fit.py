@@ -48,7 +48,8 @@ REWRITES = {rewrite.name: rewrite for rewrite in (
     Rewrite("chain_global_pooling", "the global pooling becomes a chain of poolings the toolchain takes (MAX over "
             "covering windows, AVE over blocks that divide the input): the same maximum, the same mean", _chain),
     Rewrite("ceil_pooling_as_floor", "the input is padded at the bottom and right with copies of its last row and "
-            "column (Slice + Concat) until rounding down gives Caffe's rounded-up output; no maximum changes",
+            "column (Slice + Concat) until rounding down gives Caffe's rounded-up output; no maximum changes (an "
+            "average only where the windows that would change are cropped away)",
             _pass("ceil_pooling_as_floor", "ceil_pooling_as_floor")),
     Rewrite("slice_as_crop", "each crop (a Slice whose cut parts only Silence reads) becomes Caffe's Crop, sized by "
             "a pooling of the same input, which copies the kept rows or columns; the Silence goes",
