@@ -43,7 +43,7 @@ def test_yolov3_for_ascend(zoo, tmp_path, capsys):
 def test_googlenet_for_rknn_fits_and_computes_the_same(zoo):
     from keraffe.verify import run_reference, seeded_inputs
 
-    net = attach_seeded_weights(load_net(zoo / "bvlc_googlenet/deploy.prototxt"))
+    net = attach_seeded_weights(load_net(zoo / "bvlc_googlenet/deploy.prototxt", None, (1, 3, 224, 224)))
     profile = get_profile("rknn")
     assert {(v.rule, v.fix) for v in check_net(net, profile).errors} == {("R-12", "ceil_pooling_as_floor")}
     fitted = fit_net(net, profile)
