@@ -261,7 +261,8 @@ def targets() -> str:
             f"for each NPU target, then checked against the target's rules (docs/targets.md). A cell says whether "
             f"the result passes `keraffe check` (or the rules it breaks, with the number of layers), its largest "
             f"relative error in real Caffe (against Keras over every compared blob; for zoo Caffe nets, each "
-            f"rewritten layer's output against the original net's), and the exact rewrites applied.", ""]
+            f"rewritten layer's output against the original layer's, fed the original run's values), and the exact "
+            f"rewrites applied.", ""]
     parts = (("applications", "keras.applications model (weights=None, seeded)"),
              ("zoo_keras", "zoo Keras file"))
     summary = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
