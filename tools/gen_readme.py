@@ -243,6 +243,8 @@ def _target_cell(entry: dict | None) -> str:
     if entry["status"] in ("refused", "fit failed"):
         return f"{entry['status']}: {entry['reason'].replace('|', '/')[:90]}"
     check = "passes" if entry["status"] == "passes" else f"fails: {entry['violations']}"
+    if not entry.get("rewrites") and "caffe_layers" not in entry:
+        return f"{check}; unchanged"  # a zoo Caffe net no rewrite touched: the same net
     if "max_rel_error" in entry:
         agree = f"{entry['max_rel_error']:.1e}" + ("" if entry.get("agrees") else " (MISMATCH)")
     else:
@@ -265,8 +267,10 @@ def targets() -> str:
             f"rewrites applied.", ""]
     parts = (("applications", "keras.applications model (weights=None, seeded)"),
              ("zoo_keras", "zoo Keras file"))
+    plural = {"applications": "keras.applications models", "zoo_keras": "zoo Keras files",
+              "zoo_caffe": "zoo Caffe nets"}
     summary = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for part, label in (*parts, ("zoo_caffe", "zoo Caffe net")):
+    for part in plural:
         entries = data.get(part, {})
         if not entries:
             continue
@@ -276,7 +280,7 @@ def targets() -> str:
             passing = sum(1 for e in got if e["status"] == "passes")
             agree = sum(1 for e in got if e.get("agrees"))
             cells.append(f"{passing}/{len(got)} pass, {agree}/{len(got)} agree")
-        summary.append(f"| {label}s | " + " | ".join(cells) + " |")
+        summary.append(f"| {plural[part]} | " + " | ".join(cells) + " |")
     rows += summary
     for part, label in parts:
         entries = data.get(part, {})
