@@ -4,7 +4,7 @@ PYTEST := $(PY) -m pytest
 # The three Keras backends the pruning package is tested on.
 BACKENDS := tensorflow jax torch
 
-.PHONY: env pycaffe demo test test-fast clean
+.PHONY: env pycaffe demo test test-fast test-backends-all clean
 
 env:
 	tools/bootstrap_venv.sh
@@ -18,15 +18,25 @@ demo: env
 	tools/build_pycaffe.sh $(PY) > /dev/null || echo "demo: real Caffe did not build (see above); OpenCV DNN judges instead" >&2
 	$(PY) examples/demo.py --out out/demo
 
+# The whole suite on TensorFlow (the fresh `pip install .[jax]` environment included, once), then
+# everything marked `backends` again on JAX and on PyTorch: the per-layer conversions in both
+# directions, a slice of the zoo, six keras.applications exports, keraffe's layers, pruning.
 test: env pycaffe
 	KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q
 	for backend in jax torch; do \
 		KERAS_BACKEND=$$backend KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q -m backends || exit 1; \
 	done
 
-# Everything but the slow model-level checks, for quick local iterations.
+# Everything but the slow model-level checks and the fresh environment, for quick local iterations.
 test-fast: env
-	$(PYTEST) -n 2 -q -m "not slow"
+	$(PYTEST) -n 2 -q -m "not slow and not fresh_install"
+
+# Longer than `make test` affords: every conversion test (the whole zoo, all the keras.applications
+# exports) on JAX and on PyTorch too.
+test-backends-all: env pycaffe
+	for backend in jax torch; do \
+		KERAS_BACKEND=$$backend KERAFFE_REQUIRE_PYCAFFE=1 $(PYTEST) -n 2 -q tests/convert || exit 1; \
+	done
 
 clean:
 	rm -rf out .pytest_cache

@@ -35,16 +35,26 @@ def build(name: str):
 
 
 def measure(name: str) -> dict:
+    return judge(build(name))
+
+
+def judge(model) -> dict:
+    """Export ``model`` (caffe1) and compare it at every mapped blob in real Caffe and OpenCV.
+
+    Returns the export's size and, per runtime, the largest relative error
+    (or why the runtime could not run it). bench/hub_backbones.py judges its
+    models the same way.
+    """
     import keraffe
     from keraffe.caffe.net import load_net
     from keraffe.errors import KeraffeError
     from keraffe.verify import verify
 
-    model = build(name)
     with tempfile.TemporaryDirectory() as tmp:
         export = keraffe.keras_to_caffe(model, Path(tmp, "net.prototxt"))
         net = load_net(export.prototxt, export.caffemodel)
-        result = {"caffe_layers": len(export.net.layer)}
+        result = {"caffe_layers": len(export.net.layer), "not_one_to_one": len(export.report),
+                  "composites_inlined": sum(item.note.startswith("composite layer inlined") for item in export.report)}
         for runtime in ("caffe", "opencv"):
             try:
                 report = verify(model, net, per_layer=True, runtime=runtime, tensor_map=export.tensor_map)
@@ -53,7 +63,18 @@ def measure(name: str) -> dict:
                 continue
             worst = max(c.rel for c in report.layers)
             result[runtime] = f"{worst:.2g}" + ("" if all(c.ok for c in report.layers) else " (MISMATCH)")
+            result[f"{runtime}_blobs"] = len(report.layers)
     return result
+
+
+def run(names, measure_one, out: Path, order) -> None:
+    """Measure each name, printing and rewriting ``out`` (kept in ``order``) after every one."""
+    results = json.loads(out.read_text()) if out.exists() else {}
+    for name in names:
+        results[name] = measure_one(name)
+        print(name, results[name], flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({k: results[k] for k in order if k in results}, indent=1) + "\n")
 
 
 def main(argv=None) -> int:
@@ -61,12 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "applications.json")
     args = parser.parse_args(argv)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for name in args.models:
-        results[name] = measure(name)
-        print(name, results[name], flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({k: results[k] for k in MODELS if k in results}, indent=1) + "\n")
+    run(args.models, measure, args.out, MODELS)
     return 0
 
 

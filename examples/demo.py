@@ -30,7 +30,6 @@ import argparse
 import gzip
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -207,6 +206,7 @@ def parse_args(argv=None) -> tuple[DemoConfig, float]:
     parser.add_argument("--channel-ratio", type=float, default=0.5, help="fraction of channels removed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the files and demo.json")
+    parser.add_argument("--debug", action="store_true", help="let native libraries' start-up logs through")
     args = parser.parse_args(argv)
     config = DemoConfig(dataset=args.dataset, data=args.data, epochs=args.epochs, prune_epochs=args.prune_epochs,
                         sparsity=args.sparsity, seed=args.seed, out=args.out)
@@ -214,7 +214,17 @@ def parse_args(argv=None) -> tuple[DemoConfig, float]:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up lines ("Could not find cuda drivers", ...) are not the demo's output.
+    from keraffe.cli.backend import native_stderr_silenced
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--debug" in argv:
+        return demo(argv)
+    with native_stderr_silenced():
+        return demo(argv)
+
+
+def demo(argv) -> int:
     import keras
 
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

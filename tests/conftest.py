@@ -34,6 +34,22 @@ def zoo_available() -> bool:
     return ZOO.is_dir()
 
 
+#: Every conversion runs on every Keras backend: ``make test`` runs the suite on TensorFlow, then the
+#: tests marked ``backends`` again under JAX and PyTorch. Every test of the conversions in both
+#: directions is marked here, by folder, so a new module is covered without anyone remembering to;
+#: the long model-level modules (the zoo, the keras.applications exports) mark a slice themselves.
+ON_EVERY_BACKEND = REPO / "tests" / "convert"
+SLICED = {"test_zoo.py", "test_applications.py"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if ON_EVERY_BACKEND in path.parents and path.name not in SLICED:
+            item.add_marker(pytest.mark.backends)
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("pycaffe") is None:
         return

@@ -244,3 +244,50 @@ def test_a_forbidden_import_is_caught(monkeypatch):
     monkeypatch.setitem(globals(), "_imports", with_leak)
     with pytest.raises(AssertionError):
         test_caffe_format_imports_no_keras_and_no_other_part()
+
+
+# ------------------------------------------------------------------ what importing and the Caffe-only commands load
+
+
+_FRAMEWORKS = ("keras", "tensorflow", "jax", "torch", "cv2")
+
+
+def _loaded_by(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter on this checkout; the frameworks then in sys.modules, and the environment."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (f"{code}\nimport json, os, sys\n"
+             f"print(json.dumps({{'modules': sorted({{m.split('.')[0] for m in sys.modules}} & set({_FRAMEWORKS!r})),"
+             f" 'environ': dict(os.environ)}}))")
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = str(SRC)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["environ_before"] = env
+    return result
+
+
+def test_importing_keraffe_loads_no_framework_and_sets_no_environment():
+    result = _loaded_by("import keraffe")
+    assert result["modules"] == []
+    assert result["environ"] == result["environ_before"]
+
+
+def test_the_caffe_format_loads_no_framework():
+    modules = sorted(_module_name(p) for p in (PACKAGE / "caffe").rglob("*.py"))
+    assert _loaded_by("\n".join(f"import {m}" for m in modules))["modules"] == []
+
+
+@pytest.mark.parametrize("command", ["inspect", "upgrade"])
+def test_caffe_only_commands_load_no_framework(command, tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text('name: "n"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n'
+                   'layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" '
+                   'convolution_param { num_output: 4 kernel_size: 3 } }\n')
+    argv = [command, str(net)] + (["-o", str(tmp_path / "new.prototxt")] if command == "upgrade" else [])
+    result = _loaded_by(f"from keraffe.cli.main import main\nassert main({argv!r}) == 0")
+    assert result["modules"] == []

@@ -136,3 +136,82 @@ def test_a_call_that_is_not_a_static_graph_cannot_be_traced():
     call = next(c for c in keras_graph.calls(model) if c.operation.name == "branching")
     with pytest.raises(GraphError, match="'branching' .* cannot be traced"):
         keras_graph.trace(call)
+
+
+def test_walk_reports_a_layer_it_cannot_trace_instead_of_failing():
+    x = keras.Input((2,))
+    model = keras.Model(x, L.Dense(1, name="head")(Branching(name="branching")(x)))
+    events = list(keras_graph.walk(model, expand=lambda call: call.operation.name == "branching"))
+    assert [(e.kind, e.operation.name) for e in events] == [("call", "branching"), ("call", "head")]
+    assert isinstance(events[0].error, GraphError) and "'branching'" in str(events[0].error)
+    assert events[1].error is None
+
+
+def test_a_trace_is_made_once_per_call():
+    """Walking twice sees the same inner tensors, and Keras counts the inner layers' calls the same way."""
+    x = keras.Input((4,), name="x")
+    block = ResidualBlock(4, name="block")
+    model = keras.Model(x, block(x), name="m")
+    expand = lambda call: isinstance(call.operation, ResidualBlock)  # noqa: E731
+    first = [e.call for e in keras_graph.walk(model, expand) if e.kind == "call"]
+    nodes = len(block.dense._inbound_nodes)
+    second = [e.call for e in keras_graph.walk(model, expand) if e.kind == "call"]
+    assert [c.outputs[0] for c in first] == [c.outputs[0] for c in second]
+    assert len(block.dense._inbound_nodes) == nodes
+    assert {e.traced for e in keras_graph.walk(model, expand) if e.kind != "call"} == {True}
+
+
+class TwiceAndOne(keras.Model):
+    """A Functional subclass whose call is not its graph."""
+
+    def __init__(self):
+        x = keras.Input((3,))
+        super().__init__(x, L.Dense(3, name="inner")(x), name="twice_and_one")
+
+    def call(self, x):
+        return super().call(x) * 2.0 + 1.0
+
+
+def test_a_functional_subclass_with_its_own_call_is_traced_not_walked_as_its_graph():
+    inner = TwiceAndOne()
+    x = keras.Input((3,), name="x")
+    model = keras.Model(x, inner(x), name="outer")
+    assert [e.kind for e in keras_graph.walk(model)] == ["call"]  # opaque unless expand asks for it
+    expand_the_subclass = lambda call: call.operation is inner  # noqa: E731
+    kinds = [type(e.operation).__name__ for e in keras_graph.walk(model, expand_the_subclass) if e.kind == "call"]
+    assert "Dense" in kinds and "Multiply" in kinds and "Add" in kinds
+    assert keras_graph.runs_its_graph(keras.Sequential([keras.Input((2,)), L.Dense(1)]))
+    assert not keras_graph.runs_its_graph(inner)
+
+
+class AffineWeights(L.Layer):
+    """``weight * x``: a Keras Variable on the left of a symbolic tensor (keras_hub's HGNetV2 writes this)."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(1,), initializer="ones", name="scale")
+        self.shift = self.add_weight(shape=(input_shape[-1],), initializer="zeros", name="shift")
+
+    def call(self, x):
+        return self.scale * x + self.shift
+
+
+def test_a_variable_times_a_symbolic_tensor_is_traced_as_keras_ops():
+    x = keras.Input((3,), name="x")
+    layer = AffineWeights(name="affine")
+    model = keras.Model(x, layer(x))
+    layer.scale.assign(np.array([2.0], np.float32))
+    call = next(c for c in keras_graph.calls(model) if c.operation is layer)
+    traced = keras_graph.trace(call)
+    assert [type(op).__name__ for op in traced.operations[1:]] == ["Multiply", "Add"]
+    sample = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(np.asarray(traced(sample)), 2.0)
+    assert float(np.asarray(layer.scale * 3.0)[0]) == 6.0  # the Variable's own arithmetic is back after tracing
+
+
+def test_a_detached_call_is_a_layer_applied_outside_any_graph():
+    dense = L.Dense(5, name="d")
+    dense.build((None, 3))
+    call = keras_graph.detached_call(dense, [(12, 3)])
+    assert tuple(call.inputs[0].shape) == (12, 3) and tuple(call.outputs[0].shape) == (12, 5)
+    assert call.arguments() == ((call.inputs[0],), {}) and call.mask() is None
+    assert dense._inbound_nodes == []

@@ -266,3 +266,41 @@ def test_save_passes_over_attributes_named_layers_that_hold_no_layers(tmp_path):
     assert sorted(by_keraffe) == sorted(by_keras) and len(by_keras) == 4
     for name, value in by_keras.items():
         np.testing.assert_array_equal(by_keraffe[name], value, err_msg=name)
+
+
+# ------------------------------------------------------------------ keraffe's layers registered with plain Keras
+
+
+REGISTERED = """
+import sys
+{first}
+import keras
+saved = sys.argv[1]
+if sys.argv[2] == "save":
+    from keraffe.keras_layers import LRN
+    x = keras.Input((6, 5, 4))
+    keras.Model(x, LRN(local_size=3, alpha=0.5, name="lrn")(x)).save(saved)
+else:
+    model = keras.saving.load_model(saved)  # safe_mode on: only registered classes load
+    assert type(model.get_layer("lrn")).__module__ == "keraffe.keras_layers.normalization"
+    assert keras.__loader__ is keras.__spec__.loader and type(keras.__loader__).__module__.startswith("_frozen")
+"""
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("first", ["import keraffe", "import keras; import keraffe"],
+                         ids=["keraffe_before_keras", "keras_before_keraffe"])
+def test_plain_keras_loads_keraffe_layers_after_import_keraffe(first, tmp_path):
+    """`import keraffe` imports no Keras, yet keraffe's layers are registered however the two are ordered."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend(),
+               PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    code = REGISTERED.format(first=first)
+    for step in ("save", "load"):
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "lrn.keras"), step], capture_output=True,
+                              text=True, env=env, timeout=300)
+        assert done.returncode == 0, f"{step}:\n{done.stderr[-3000:]}"

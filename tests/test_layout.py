@@ -154,3 +154,34 @@ def test_dense_rows_back_to_caffe_order_undo_the_reorder():
     kernel = RNG.standard_normal((24, 5))
     caffe_rows = layout.dense_rows_nhwc_to_nchw(kernel, chw)
     np.testing.assert_array_equal(layout.dense_rows_caffe_to_keras(caffe_rows, flattened_nhwc(chw), chw), kernel)
+
+
+def test_volumes_are_channels_first_in_caffe():
+    caffe = RNG.standard_normal((1, 2, 3, 4, 5))
+    keras = layout.NDHWC.to_keras(caffe)
+    for c, d, h, w in itertools.product(range(2), range(3), range(4), range(5)):
+        assert keras[0, d, h, w, c] == caffe[0, c, d, h, w]
+
+
+def test_conv3d_kernel_to_caffe_keeps_each_tap():
+    kernel = RNG.standard_normal((2, 3, 4, 5, 6))  # (kD, kH, kW, I, O)
+    weight = layout.conv3d_kernel_to_caffe(kernel)
+    for d, h, w, i, o in itertools.product(range(2), range(3), range(4), range(5), range(6)):
+        assert weight[o, i, d, h, w] == kernel[d, h, w, i, o]
+
+
+@pytest.mark.parametrize("start", [identity(4), NHWC, Layout((0, 3, 1, 2))])
+def test_dropping_transposing_and_adding_axes_only_relabel_the_blob(start):
+    """Each helper describes the same blob after a Keras op that moves no data: checked value by value."""
+    caffe = RNG.standard_normal((2, 3, 1, 5))
+    keras = start.to_keras(caffe)
+    # transpose: the Keras tensor's axes permuted, the blob unchanged
+    axes = (0, 3, 1, 2)
+    np.testing.assert_array_equal(layout.transposed(start, axes).to_keras(caffe), keras.transpose(axes))
+    # a size-1 axis dropped from the Keras tensor and from the blob
+    unit = [a for a in range(1, 4) if keras.shape[a] == 1][0]
+    dropped = layout.without_axes(start, [unit])
+    np.testing.assert_array_equal(dropped.to_keras(caffe.squeeze(start.perm[unit])), keras.squeeze(unit))
+    # a new size-1 Keras axis held as a new last blob axis
+    added = layout.with_unit_axis(start, 2)
+    np.testing.assert_array_equal(added.to_keras(caffe[..., None]), np.expand_dims(keras, 2))

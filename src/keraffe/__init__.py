@@ -1,21 +1,27 @@
 """keraffe: exact Keras 3 <-> Caffe conversion, and pruning for Keras 3 models.
 
-Importing keraffe registers its Keras layers, so models that use them load
-with ``keras.saving.load_model(path)`` (safe_mode on).
+Importing keraffe imports no Keras and no backend, and sets no environment
+variable: Keras loads, on the backend the user chose (``KERAS_BACKEND``), when a
+function here first needs it. keraffe's Keras layers are registered the moment
+Keras loads (at once if it already has), so models that use them load with
+``keras.saving.load_model(path)`` (safe_mode on) after ``import keraffe``.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from keraffe.errors import KeraffeError
+from keraffe.keras_io import register_layers_when_keras_loads
 
-# Registering keraffe's layers needs Keras (and TensorFlow): seconds of start-up. The
-# `keraffe` command sets KERAFFE_LAZY_KERAS=1 so that Caffe-only commands skip it;
-# its Keras commands import keraffe.keras_layers themselves.
-if os.environ.get("KERAFFE_LAZY_KERAS") != "1":
-    from keraffe import keras_layers  # noqa: E402,F401  (registers keraffe's layers)
-from keraffe.errors import KeraffeError  # noqa: E402
+# keraffe.verify names both a subpackage and the function below. Importing a subpackage sets the
+# parent's attribute of its name, so it is imported here first (it loads no Keras): the function,
+# defined after it, then stays keraffe.verify however often the subpackage is used later.
+from keraffe import verify as _verify_subpackage  # noqa: E402  isort: skip
+
+del _verify_subpackage
+
+register_layers_when_keras_loads()
 
 __version__ = "0.1.0"
 
@@ -65,6 +71,17 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     return export_files(model, prototxt, caffemodel, target, batch_size=batch, source=source)
 
 
+def register_keras_layer(layer, handler=None):
+    """Convert Keras layer class ``layer`` (or its registered name) to Caffe with ``handler(ctx, layer, call)``.
+
+    Only a layer whose ``call`` cannot be inlined needs one (composite layers
+    convert without); see docs/keras_to_caffe.md. Usable as a decorator.
+    """
+    from keraffe.convert.keras_to_caffe import register_keras_layer as register
+
+    return register(layer, handler)
+
+
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
            input_shape=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
@@ -80,4 +97,4 @@ def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime=
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
 
 
-__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "verify"]
+__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "register_keras_layer", "verify"]

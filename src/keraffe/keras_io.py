@@ -3,11 +3,59 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from keraffe.errors import KeraffeError
+
+
+def register_layers_when_keras_loads() -> None:
+    """Register keraffe's Keras layers with Keras now if Keras is loaded, else the moment it loads.
+
+    ``import keraffe`` must not import Keras: that picks a backend (TensorFlow,
+    by Keras' default) for a user who only reads Caffe files or has yet to
+    choose. Yet a converted model that holds keraffe's layers is loaded back
+    with plain ``keras.saving.load_model``, whose safe mode finds registered
+    classes only. So keraffe asks the import system to import
+    ``keraffe.keras_layers`` (which registers them) right after ``keras``
+    itself finishes importing, whenever and by whomever that happens.
+    """
+    if "keras" in sys.modules:
+        import keraffe.keras_layers  # noqa: F401  (registers keraffe's layers)
+        return
+    if not any(isinstance(finder, _RegisterWhenKerasLoads) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenKerasLoads())
+
+
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: hands back Keras' own spec, its loader wrapped to register keraffe's layers after."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        sys.meta_path.remove(self)  # once is enough, and the lookup below must not find this finder again
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ThenRegisterLayers(spec.loader)
+        return spec
+
+
+class _ThenRegisterLayers(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        # Keras' module keeps its own loader; only this one import goes through here.
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        importlib.import_module("keraffe.keras_layers")
 
 
 def load_keras_model(path: str | os.PathLike):

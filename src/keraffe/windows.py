@@ -53,7 +53,8 @@ def unread_padding_dropped(pads, sizes, kernel, strides, dilation) -> list[tuple
 
 
 def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """Caffe weight (O, I, kH, kW) widened with zero rows so symmetric padding acts like ``pads``."""
+    """Caffe weight (O, I, kH, kW) (or any number of spatial axes) widened with zero rows so symmetric padding
+    acts like ``pads``."""
     caffe_pads = []
     widen = []
     for axis, (before, after) in enumerate(pads):
@@ -67,7 +68,7 @@ def padded_kernel(weight: np.ndarray, pads, dilation, hint: str) -> tuple[np.nda
         widen.append(((pad - before) // step, (pad - after) // step))
         caffe_pads.append(pad)
     if any(w for pair in widen for w in pair):
-        weight = np.pad(weight, [(0, 0), (0, 0), widen[0], widen[1]])
+        weight = np.pad(weight, [(0, 0), (0, 0)] + widen)
     return weight, tuple(caffe_pads)
 
 
@@ -80,11 +81,11 @@ def undilate_for_uneven_padding(weight: np.ndarray, pads, dilation) -> tuple[np.
     """
     if all(before == after for before, after in pads) or all(d == 1 for d in dilation):
         return weight, tuple(dilation)
-    dh, dw = (int(d) for d in dilation)
-    kh, kw = weight.shape[2:]
-    spread = np.zeros(weight.shape[:2] + ((kh - 1) * dh + 1, (kw - 1) * dw + 1), weight.dtype)
-    spread[:, :, ::dh, ::dw] = weight
-    return spread, (1, 1)
+    rates = [int(d) for d in dilation]
+    kernel = weight.shape[2:]
+    spread = np.zeros(weight.shape[:2] + tuple((k - 1) * d + 1 for k, d in zip(kernel, rates)), weight.dtype)
+    spread[(slice(None), slice(None)) + tuple(slice(None, None, d) for d in rates)] = weight
+    return spread, (1,) * len(rates)
 
 
 def set_conv_param(param, num_output, kernel_hw, stride, pad, dilation, group, bias_term) -> None:

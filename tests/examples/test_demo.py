@@ -35,3 +35,7 @@ def test_demo_ships_three_models_to_caffe_and_back(tmp_path):
     assert models["channels"]["macs"] < 0.5 * models["dense"]["macs"]
     assert models["sparse"]["caffemodel_gzip_bytes"] < 0.6 * models["dense"]["caffemodel_gzip_bytes"]
     assert "Caffe accuracy in OpenCV DNN" in run.stdout
+    # The front door is quiet: none of TensorFlow's native start-up lines reach the user.
+    noise = [line for line in run.stderr.splitlines()
+             if any(word in line for word in ("cuda", "cuInit", "oneDNN", "absl::InitializeLog", "port.cc"))]
+    assert not noise, noise

@@ -169,13 +169,34 @@ def test_negative_padding_is_cut_first_and_the_cut_silenced():
     assert (after.pad_t, after.pad_b, after.pad_l, after.pad_r) == (0, 1, 2, 2)
 
 
-def test_zero_padding_read_by_another_layer_is_a_problem():
+def test_zero_padding_read_by_another_layer_is_written_out(tmp_path):
+    """Padding a ReLU reads becomes a depthwise convolution with a one-hot kernel: Pad's exact values."""
+    shape = (1, 2, 5, 6)
+    ctx, source = drafted(shape)
+    padded = ctx.zero_pad("pad", source, ((2, 0), (1, 3)), (1, 2, 7, 10))
+    ctx.add("ReLU", "relu", [padded.blob])
+
+    assert absorb_zero_padding(ctx) == [] and symmetric_convolution_padding(ctx) == []
+    assert [layer.type for layer in ctx.net.layer] == ["Input", "Convolution", "ReLU"]
+    written = ctx.net.layer[1]
+    assert written.convolution_param.group == 2 and list(written.top) == [padded.blob]
+    kernel = ctx.weights[written.name][0]
+    assert kernel.sum() == 2 and set(np.unique(kernel)) == {0.0, 1.0}  # one 1 per channel
+
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    expected = run_caffe(reference_net(shape, [("Pad", "padded", ["x"], zero_pad_param(((2, 0), (1, 3))))]),
+                         {}, {"x": x}, ["padded"], tmp_path, "before")["padded"]
+    got = run_caffe(ctx.net, ctx.weights, {"x": x}, [padded.blob], tmp_path, "after")[padded.blob]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_minus_infinity_padding_read_by_another_layer_is_a_problem():
     ctx, source = drafted((1, 1, 4, 4))
-    padded = ctx.zero_pad("pad", source, ((1, 1), (1, 1)), (1, 1, 6, 6))
+    padded = ctx.zero_pad("pad", source, ((1, 1), (1, 1)), (1, 1, 6, 6), fill=float("-inf"))
     ctx.add("ReLU", "relu", [padded.blob])
     problems = absorb_zero_padding(ctx)
-    assert [name for name, _ in problems] == ["relu"]
-    assert "feeds a layer other than a convolution or pooling" in str(problems[0][1])
+    assert [name for name, _ in problems] == [padded.blob]
+    assert "only as the padding of the MAX pooling" in str(problems[0][1])
 
 
 # ------------------------------------------------------------------ pooling windows
@@ -244,10 +265,41 @@ def test_max_pooling_over_zero_padding_sees_the_zeros(tmp_path):
     assert (expected[:, :, 0, :] == 0).all()
 
 
-def test_a_pooling_no_caffe_window_fits_is_a_problem():
-    ctx, source = drafted((1, 1, 5, 5))
+def test_max_pooling_over_padding_wider_than_its_window_pools_the_padding_written_out(tmp_path):
+    """Caffe's pooling pad must stay below the kernel; the zeros are written out (a one-hot convolution) instead."""
+    import keras
+
+    shape = (1, 1, 5, 5)
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    padded = keras.layers.ZeroPadding2D(((3, 3), (3, 3)))(NHWC.to_keras(x))
+    expected = np.asarray(keras.layers.MaxPooling2D(2)(padded)).transpose(0, 3, 1, 2)
+    ctx, source = drafted(shape)
     zeros = ctx.zero_pad("pad", source, ((3, 3), (3, 3)), (1, 1, 11, 11))
-    draft_pooling(ctx, zeros.blob, "max", 2, 2, out_hw=(5, 5))
-    problems = place_pooling_windows(ctx)
-    assert [name for name, _ in problems] == ["pool"]
-    assert "no Caffe pooling window layout matches" in str(problems[0][1])
+    draft_pooling(ctx, zeros.blob, "max", 2, 2, out_hw=expected.shape[2:])
+
+    assert place_pooling_windows(ctx) == [] and absorb_zero_padding(ctx) == []
+    assert symmetric_convolution_padding(ctx) == []
+    types = [layer.type for layer in ctx.net.layer]
+    assert types[:3] == ["Input", "Convolution", "Pooling"] and "keraffe.ZeroPadding" not in types
+    got = run_caffe(ctx.net, ctx.weights, {"x": x}, ["pool"], tmp_path)["pool"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_max_pooling_takes_minus_infinity_padding_as_its_own(tmp_path):
+    """keras_hub pads with -inf before 'valid' MAX pooling: Caffe's MAX pooling pads alike (no window sees it)."""
+    import keras
+
+    shape = (1, 2, 7, 6)
+    x = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    padded = keras.ops.pad(NHWC.to_keras(x), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=float("-inf"))
+    expected = np.asarray(keras.layers.MaxPooling2D(3, 2)(padded)).transpose(0, 3, 1, 2)
+    ctx, source = drafted(shape)
+    minus_inf = ctx.zero_pad("pad", source, ((1, 1), (1, 1)), (1, 2, 9, 8), fill=float("-inf"))
+    draft_pooling(ctx, minus_inf.blob, "max", 3, 2, out_hw=expected.shape[2:])
+
+    assert place_pooling_windows(ctx) == [] and absorb_zero_padding(ctx) == []
+    types = [layer.type for layer in ctx.net.layer]
+    assert types[:2] == ["Input", "Pooling"] and set(types[2:]) <= {"Slice", "Silence"}  # Caffe rounds up
+    assert list(ctx.net.layer[1].bottom) == ["x"] and ctx.net.layer[1].pooling_param.pad == 1
+    got = run_caffe(ctx.net, ctx.weights, {"x": x}, ["pool"], tmp_path)["pool"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

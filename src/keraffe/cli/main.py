@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import traceback
+
+from keraffe.cli.backend import native_stderr_silenced, start_keras
 
 #: Sub-command name -> module under keraffe.cli that defines add_arguments() and run().
 COMMANDS = {
@@ -48,11 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.debug:
+        return _run(args)
+    with native_stderr_silenced():
+        return _run(args)
+
+
+def _run(args) -> int:
     from keraffe.errors import KeraffeError
 
-    if _needs_keras(args):
-        _start_tensorflow_quietly()
     try:
+        if _needs_keras(args):
+            start_keras()
         return int(args.run(args) or 0)
     except KeraffeError as error:
         if args.debug:
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-#: Commands that run Keras (the others only read and write Caffe files).
+#: Commands that run Keras (the others only read and write Caffe files, and never import Keras).
 KERAS_COMMANDS = {"caffe2keras", "keras2caffe", "verify", "prune"}
 
 
@@ -75,34 +83,7 @@ def _needs_keras(args) -> bool:
     return args.command == "inspect" and model.lower().endswith((".keras", ".h5", ".hdf5"))
 
 
-def _start_tensorflow_quietly() -> None:
-    """Import TensorFlow and set up its devices with native stderr closed.
-
-    TensorFlow's C++ side prints start-up chatter (oneDNN notices, CUDA probes
-    on machines without a GPU) before its log settings apply; none of it is
-    about the user's command. Python-level errors still surface normally.
-    """
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "--debug" in sys.argv:
-        import keraffe.keras_layers  # noqa: F401
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                import tensorflow as tf
-
-                tf.config.list_physical_devices()
-            except ImportError:
-                pass
-            import keraffe.keras_layers  # noqa: F401  (registers keraffe's layers)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def entry_point() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.exit(main())
 
 

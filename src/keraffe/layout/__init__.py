@@ -122,6 +122,8 @@ def identity(rank: int) -> Layout:
 NHWC = Layout(NHWC_PERM)
 #: Caffe (N, C, L) -> Keras (N, L, C): sequences of models with Conv1D.
 NLC = Layout((0, 2, 1))
+#: Caffe (N, C, D, H, W) -> Keras (N, D, H, W, C): volumes, channels first in Caffe as images are.
+NDHWC = Layout((0, 2, 3, 4, 1))
 
 
 def default_layout(rank: int) -> Layout:
@@ -135,6 +137,25 @@ DETECTIONS = Layout((0, 1, 2), detections=True)
 
 def flattened_nhwc(chw: tuple[int, int, int]) -> Layout:
     return Layout((0, 1), tuple(int(d) for d in chw))
+
+
+def without_axes(layout: Layout, keras_axes) -> Layout:
+    """The layout after the Keras axes ``keras_axes`` (and the blob axes that hold them) are dropped."""
+    dropped = {layout.perm[a] for a in keras_axes}
+    kept = [layout.perm[a] for a in range(layout.rank) if a not in set(keras_axes)]
+    return Layout(tuple(c - sum(1 for d in dropped if d < c) for c in kept))
+
+
+def with_unit_axis(layout: Layout, keras_axis: int) -> Layout:
+    """The layout after a size-1 Keras axis is inserted at ``keras_axis``, held as a new last axis of the blob."""
+    perm = list(layout.perm)
+    perm.insert(keras_axis, layout.rank)
+    return Layout(tuple(perm))
+
+
+def transposed(layout: Layout, keras_axes) -> Layout:
+    """The layout of ``transpose(tensor, keras_axes)``, the blob unchanged: only the record of its axes moves."""
+    return Layout(tuple(layout.perm[a] for a in keras_axes))
 
 
 def relative_perm(source: Layout, target: Layout) -> tuple[int, ...]:
@@ -162,6 +183,11 @@ def conv_kernel_to_keras(weight: np.ndarray) -> np.ndarray:
 def conv_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
     """Keras Conv2D kernel (kH, kW, I/g, O) -> Caffe weights (O, I/g, kH, kW)."""
     return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def conv3d_kernel_to_caffe(kernel: np.ndarray) -> np.ndarray:
+    """Keras Conv3D kernel (kD, kH, kW, I/g, O) -> Caffe N-D convolution weights (O, I/g, kD, kH, kW)."""
+    return np.ascontiguousarray(kernel.transpose(4, 3, 0, 1, 2))
 
 
 def depthwise_kernel_to_keras(weight: np.ndarray, channels: int) -> np.ndarray:

@@ -33,7 +33,9 @@ import numpy as np
 
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.errors import ConversionError
-from keraffe.passes.absorb_zero_padding import cut_negative_padding, resolve_zero_padding
+from keraffe.passes.absorb_zero_padding import (cut_negative_padding, padding_fill, resolve_zero_padding,
+                                                write_zero_padding)
+from keraffe.passes.drafting import eltwise, keep_range, power
 from keraffe.windows import AxisPlan, padded_kernel, plan_axis, set_conv_param
 
 #: The draft layer type the Keras pooling handlers write.
@@ -68,6 +70,8 @@ class _KerasPooling:
     stride: tuple[int, int]
     #: (before, after) per spatial axis: the zero padding read, or else the layer's own 'same' padding.
     pads: list
+    #: The layer's own 'same' padding, (0, 0) per axis for 'valid'.
+    own: list
     zeros_count: bool
     non_negative: bool
     source: str
@@ -79,23 +83,44 @@ def _read(ctx, draft) -> _KerasPooling:
     param = draft.pooling_param
     name = draft.name
     source, zeros = resolve_zero_padding(ctx, draft.bottom[0])
+    own = [(param.pad_t, param.pad_b), (param.pad_l, param.pad_r)]
     if zeros is not None:
         source, zeros = cut_negative_padding(ctx, name, source, zeros)
-        if not any(map(any, zeros)):
+        if padding_fill(ctx, draft.bottom[0]) != 0.0:
+            # Padding with -inf before MAX pooling is what Caffe's own pooling padding does: no window sees it.
+            if param.pool != pb.PoolingParameter.MAX:
+                raise ConversionError(f"'{name}': padding with -inf before an average pooling has no Caffe form")
+            own = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(own, zeros)]
             zeros = None
-    own = [(param.pad_t, param.pad_b), (param.pad_l, param.pad_r)]
+        elif not any(map(any, zeros)):
+            zeros = None
     return _KerasPooling(
         name, "max" if param.pool == pb.PoolingParameter.MAX else "ave",
         param.pool == pb.PoolingParameter.AVE_EXC_PAD, (param.kernel_h, param.kernel_w),
-        (param.stride_h, param.stride_w), list(zeros) if zeros else own, zeros is not None,
+        (param.stride_h, param.stride_w), list(zeros) if zeros else own, own, zeros is not None,
         draft.bottom[0] in ctx.non_negative, source, ctx.shapes[source], ctx.shapes[name][2:])
+
+
+def _zeros_written_out(ctx, pool: _KerasPooling) -> _KerasPooling:
+    """The pooling reading its zero padding written out as a blob (exact, one convolution): Keras' own windows."""
+    name = ctx.unique(f"{pool.name}/zero_padded")
+    padded = write_zero_padding(ctx, name, pool.source, pool.pads, name)
+    return dataclasses.replace(pool, source=padded, shape=ctx.shapes[padded], pads=pool.own, zeros_count=False)
 
 
 def _place(ctx, draft) -> None:
     pool = _read(ctx, draft)
+    if pool.zeros_count and any(map(any, pool.own)):
+        # ZeroPadding2D, then 'same' pooling: the zeros count, the pooling's own padding does not.
+        pool = _zeros_written_out(ctx, pool)
     need_divisor = pool.method == "ave" and pool.zeros_count
     sizes = pool.shape[2:]
     plans = _plans(ctx, sizes, pool.kernel, pool.stride, pool.pads, pool.out_hw, need_divisor)
+    if plans is None and pool.method == "max" and pool.zeros_count:
+        # Padding as wide as the window: Caffe's pooling pad must stay below the kernel.
+        pool = _zeros_written_out(ctx, pool)
+        plans = _plans(ctx, pool.shape[2:], pool.kernel, pool.stride, pool.pads, pool.out_hw, False)
+        sizes = pool.shape[2:]
     if plans is not None:
         _write(ctx, pool, plans)
     elif need_divisor:
@@ -117,8 +142,8 @@ def _write(ctx, pool: _KerasPooling, plans) -> None:
     _pool_layer(ctx, name, pool.source, pool_top, pool.method, pool.kernel, pool.stride, plans)
     if ave_fix:
         coverage = _coverage(ctx, name, pool.source, pool.kernel, pool.stride, plans)
-        inverse = _power(ctx, f"{name}/inverse_coverage", coverage, power=-1.0)
-        _eltwise(ctx, f"{name}/divide", [pool_top, inverse], "prod", top=exact_top)
+        inverse = power(ctx, f"{name}/inverse_coverage", coverage, power=-1.0)
+        eltwise(ctx, f"{name}/divide", [pool_top, inverse], "prod", top=exact_top)
     current = exact_top
     if sliced:
         unused: list[str] = []
@@ -126,7 +151,8 @@ def _write(ctx, pool: _KerasPooling, plans) -> None:
         for n, axis in enumerate(axes):
             size = plans[axis].skip_start + pool.out_hw[axis] + plans[axis].skip_end
             kept = final if n == len(axes) - 1 else ctx.unique(f"{name}/crop{axis + 2}_kept")
-            current = _slice_axis(ctx, name, current, axis + 2, plans[axis], size, unused, kept)
+            current = keep_range(ctx, ctx.unique(f"{name}/crop{axis + 2}"), current, axis + 2, size,
+                                 plans[axis].skip_start, plans[axis].skip_end, kept, f"{name}/crop{axis + 2}", unused)
         ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
     if max_fix:
         _max_with_zeros(ctx, name, pool.source, current, pool.shape[1], pool.kernel, pool.stride, pool.pads)
@@ -161,22 +187,6 @@ def _no_plan(ctx, name, sizes, kernel, stride, pads, out_hw, need_divisor) -> Co
     return ConversionError(f"'{name}': no Caffe pooling window layout matches Keras' on axis {axis}")
 
 
-def _slice_axis(ctx, name, bottom, axis, plan: AxisPlan, size, unused, kept):
-    """Keep Caffe positions [skip_start, size - skip_end) of ``axis`` in blob ``kept``; the rest go to ``unused``."""
-    layer = ctx.add("Slice", ctx.unique(f"{name}/crop{axis}"), [bottom], [])
-    layer.slice_param.axis = axis
-    tops = []
-    if plan.skip_start:
-        layer.slice_param.slice_point.append(plan.skip_start)
-        tops.append(ctx.unique(f"{name}/crop{axis}_start"))
-        unused.append(tops[-1])
-    tops.append(kept)
-    if plan.skip_end:
-        layer.slice_param.slice_point.append(size - plan.skip_end)
-        tops.append(ctx.unique(f"{name}/crop{axis}_end"))
-        unused.append(tops[-1])
-    layer.top.extend(tops)
-    return kept
 
 
 def _pool_layer(ctx, name, bottom, top, method, kernel, stride, plans):
@@ -201,29 +211,13 @@ def _pool_layer(ctx, name, bottom, top, method, kernel, stride, plans):
     return layer
 
 
-def _power(ctx, name, bottom, power=1.0, scale=1.0, shift=0.0):
-    layer = ctx.add("Power", ctx.unique(name), [bottom])
-    if power != 1.0:
-        layer.power_param.power = power
-    if scale != 1.0:
-        layer.power_param.scale = scale
-    if shift != 0.0:
-        layer.power_param.shift = shift
-    return layer.top[0]
 
 
-def _eltwise(ctx, name, bottoms, operation=None, coeff=None, top=None):
-    layer = ctx.add("Eltwise", ctx.unique(name), bottoms, [top] if top else None)
-    if operation == "prod":
-        layer.eltwise_param.operation = layer.eltwise_param.PROD
-    if coeff:
-        layer.eltwise_param.coeff.extend(coeff)
-    return layer.top[0]
 
 
 def _coverage(ctx, name, bottom, kernel, stride, plans):
     """Caffe's AVE pooling of a ones tensor: real pixels / Caffe's divisor, per window."""
-    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    ones = power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
     coverage = ctx.unique(f"{name}/coverage")
     _pool_layer(ctx, coverage, ones, coverage, "ave", kernel, stride, plans)
     return coverage
@@ -236,21 +230,21 @@ def _max_with_zeros(ctx, name, bottom, pooled, channels, kernel, stride, pads):
     windows, counts each window's real pixels exactly; windows short of kH*kW
     touch padding. border = clip(2 * (kH*kW - count), 0, 1) is exactly 0 or 1.
     """
-    ones = _power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
+    ones = power(ctx, f"{name}/ones", bottom, scale=0.0, shift=1.0)
     weight, caffe_pad = padded_kernel(np.ones((channels, 1) + kernel, np.float32), pads, (1, 1), name)
     count = ctx.add("Convolution", ctx.unique(f"{name}/count"), [ones])
     set_conv_param(count.convolution_param, channels, weight.shape[2:], stride, caffe_pad, (1, 1), channels, False)
     ctx.weights[count.name] = [weight]
     area = float(kernel[0] * kernel[1])
-    spread = _power(ctx, f"{name}/border_spread", count.top[0], scale=-2.0, shift=2.0 * area)
+    spread = power(ctx, f"{name}/border_spread", count.top[0], scale=-2.0, shift=2.0 * area)
     positive = ctx.add("ReLU", ctx.unique(f"{name}/border_relu"), [spread]).top[0]
-    excess = _power(ctx, f"{name}/border_excess", spread, shift=-1.0)
+    excess = power(ctx, f"{name}/border_excess", spread, shift=-1.0)
     excess = ctx.add("ReLU", ctx.unique(f"{name}/border_excess_relu"), [excess]).top[0]
-    border = _eltwise(ctx, f"{name}/border", [positive, excess], coeff=[1.0, -1.0])
-    negative = _power(ctx, f"{name}/negate", pooled, scale=-1.0)
+    border = eltwise(ctx, f"{name}/border", [positive, excess], coeff=[1.0, -1.0])
+    negative = power(ctx, f"{name}/negate", pooled, scale=-1.0)
     negative = ctx.add("ReLU", ctx.unique(f"{name}/negative_part"), [negative]).top[0]
-    lift = _eltwise(ctx, f"{name}/lift", [border, negative], "prod")
-    return _eltwise(ctx, f"{name}/with_zeros", [pooled, lift], top=name)
+    lift = eltwise(ctx, f"{name}/lift", [border, negative], "prod")
+    return eltwise(ctx, f"{name}/with_zeros", [pooled, lift], top=name)
 
 
 def _average_as_convolution(ctx, name, bottom, channels, kernel, stride, pads):

@@ -52,9 +52,10 @@ def read_inputs(path: str | os.PathLike, net) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     else:
-        import cv2
-
         from keraffe.layout import NHWC
+        from keraffe.verify.opencv_runtime import import_cv2
+
+        cv2 = import_cv2()  # reading images is OpenCV's job; .npy and .npz inputs need no OpenCV
 
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:

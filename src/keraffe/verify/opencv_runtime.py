@@ -26,6 +26,24 @@ class OpenCVRuntimeError(KeraffeError):
     """OpenCV could not load or run the net."""
 
 
+def import_cv2():
+    """OpenCV's module, or an error naming the extra that installs it (keraffe itself does not need OpenCV)."""
+    try:
+        import cv2
+    except ImportError:
+        raise OpenCVRuntimeError("OpenCV is not installed: pip install 'keraffe[opencv]' (OpenCV 4.x DNN)") from None
+    return cv2
+
+
+def _caffe_importer():
+    """OpenCV's module, once it is known to read Caffe nets (OpenCV 5 removed that)."""
+    cv2 = import_cv2()
+    if not opencv_available():
+        raise OpenCVRuntimeError(f"OpenCV {cv2.__version__} has no Caffe importer (OpenCV 5 removed it); "
+                                 "pip install 'keraffe[opencv]' installs OpenCV 4.x")
+    return cv2
+
+
 def opencv_available() -> bool:
     try:
         import cv2
@@ -42,13 +60,7 @@ def run_opencv(
     fusion: bool = True,
 ) -> dict[str, list[np.ndarray]]:
     """Forward through OpenCV DNN and return every output of each named layer, in top order."""
-    import cv2
-
-    if not opencv_available():
-        raise OpenCVRuntimeError(
-            f"OpenCV {cv2.__version__} has no Caffe importer (OpenCV 5 removed it); "
-            "install opencv-python-headless<5"
-        )
+    cv2 = _caffe_importer()
     try:
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel) if caffemodel else "")
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -70,8 +82,7 @@ def time_opencv(
     """Wall-clock seconds of each of ``repeats`` forward passes, after ``warmup`` untimed ones."""
     import time
 
-    import cv2
-
+    cv2 = _caffe_importer()
     if threads is not None:
         cv2.setNumThreads(threads)
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
@@ -98,10 +109,7 @@ def run_opencv_batches(prototxt: str | os.PathLike, caffemodel: str | os.PathLik
     For accuracy measurements over a test set: one net, loaded once, fed
     ``batch_size`` images at a time.
     """
-    import cv2
-
-    if not opencv_available():
-        raise OpenCVRuntimeError(f"OpenCV {cv2.__version__} has no Caffe importer; install opencv-python-headless<5")
+    cv2 = _caffe_importer()
     try:
         net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
         net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)

@@ -89,6 +89,17 @@ STAGES = {"bvlc_mnist_autoencoder/mnist_autoencoder.prototxt": ["test-on-test"]}
 
 ZOO_NETS = sorted(str(p.relative_to(ZOO)) for p in ZOO.glob("*/*.prototxt")) if zoo_available() else []
 
+#: The slice `make test` also runs under JAX and PyTorch (marker ``backends``; the whole zoo is
+#: `make test-backends-all`): an SSD (PriorBox, DetectionOutput), an OpenPose net, PSPNet's Interp
+#: pyramid, SegNet's unpooling with the pooling mask, and a legacy V1 net.
+ON_EVERY_BACKEND = {
+    "mobilenet_ssd/MobileNetSSD_deploy_voc_bnmerged.prototxt",
+    "openpose_hand/pose_deploy.prototxt",
+    "pspnet50_ade20k/pspnet50_ADE20K_473.prototxt",
+    "segnet_basic_camvid/segnet_basic_inference.prototxt",
+    "legacy_v1_lenet/lenet_v1.prototxt",
+}
+
 
 def _detection_output_on_tie_free_scores(net, model, tmap, node, reference) -> float:
     """Max abs error of keraffe's DetectionOutput against Caffe's, on tie-free confidences."""
@@ -185,7 +196,8 @@ def _expected():
 
 @pytest.mark.pycaffe
 @pytest.mark.zoo_convert
-@pytest.mark.parametrize("relpath", ZOO_NETS)
+@pytest.mark.parametrize("relpath", [pytest.param(p, marks=[pytest.mark.backends] if p in ON_EVERY_BACKEND else [])
+                                     for p in ZOO_NETS])
 def test_zoo_net(relpath, zoo):
     status, detail = zoo_outcome(relpath)
     expected = _expected()[relpath]
@@ -196,6 +208,8 @@ def test_zoo_net(relpath, zoo):
 
 def test_expectations_cover_the_zoo(zoo):
     assert sorted(_expected()) == ZOO_NETS
+    assert ON_EVERY_BACKEND <= set(ZOO_NETS)
+    assert all(_expected()[p]["status"].startswith("verified") for p in ON_EVERY_BACKEND)
     verified = [k for k, v in _expected().items() if v["status"].startswith("verified")]
     # The bar the issue sets: the bulk of the zoo converts and matches an independent runtime.
     assert len(verified) >= 70

@@ -55,6 +55,8 @@ class Case:
     #: Keras layer names (without prefix) that must each have at least one compared Caffe blob.
     compared: tuple = ()
     marks: tuple = ()
+    #: When > 0, the case's inputs are token ids in [0, vocabulary) (for Embedding), not normal values.
+    vocabulary: int = 0
 
 
 def prefix_of(case: Case) -> str:
@@ -113,7 +115,8 @@ def build_model(cases, name: str = "cases"):
     inputs, outputs = [], []
     for case in cases:
         p = prefix_of(case)
-        tensors = [keras.Input(shape=s, name=f"{p}x{i}") for i, s in enumerate(case.shapes)]
+        dtype = "int32" if case.vocabulary else "float32"
+        tensors = [keras.Input(shape=s, name=f"{p}x{i}", dtype=dtype) for i, s in enumerate(case.shapes)]
         made = case.build(tensors, p)
         inputs.extend(tensors)
         outputs.extend(made if isinstance(made, (list, tuple)) else [made])
@@ -131,12 +134,19 @@ def convert_files(model, directory: Path, target: str = "caffe1", name: str = "n
 
 
 def verify_model(model, directory: Path, target: str = "caffe1", runtime: str = "caffe", name: str = "net",
-                 seed: int = 0, inputs=None):
-    """Convert and compare every mapped blob in ``runtime``: (export, report)."""
+                 seed: int = 0, inputs=None, vocabularies=None):
+    """Convert and compare every mapped blob in ``runtime``: (export, report).
+
+    ``vocabularies`` maps input names to a vocabulary size: those inputs are
+    seeded token ids in [0, size), as Embedding reads them.
+    """
     from keraffe.verify import seeded_inputs, verify
 
     export, net = convert_files(model, directory, target, name)
     values = inputs if inputs is not None else seeded_inputs(net, seed)
+    rng = np.random.default_rng(seed)
+    for input_name, size in (vocabularies or {}).items():
+        values[input_name] = rng.integers(0, size, values[input_name].shape).astype(np.float32)
     report = verify(model, net, values, per_layer=True, runtime=runtime, tolerance=TOLERANCE,
                     tensor_map=export.tensor_map)
     return export, report
@@ -190,7 +200,10 @@ class Batch:
     def _verify(self, cases, target: str, runtime: str, name: str) -> Verified:
         model = build_model(cases, name)
         randomize(model)
-        export, report = verify_model(model, self.directory / name, target, runtime, name)
+        vocabularies = {f"{prefix_of(c)}x{i}": c.vocabulary for c in cases if c.vocabulary
+                        for i in range(len(c.shapes))}
+        export, report = verify_model(model, self.directory / name, target, runtime, name,
+                                      vocabularies=vocabularies)
         return Verified(export, report.layers)
 
     @staticmethod

@@ -16,11 +16,15 @@ import pytest
 MODELS = ("ResNet50", "ResNet101", "ResNet152", "ResNet50V2", "VGG16", "VGG19", "MobileNet", "MobileNetV2",
           "MobileNetV3Small", "MobileNetV3Large", "DenseNet121", "InceptionV3", "InceptionResNetV2", "Xception",
           "EfficientNetB0", "EfficientNetV2B0", "NASNetMobile")
+#: The exports `make test` also runs under JAX and PyTorch (marker ``backends``; all of them are
+#: `make test-backends-all`): residual, depthwise, squeeze-and-excite, hard-swish and dense-block models.
+ON_EVERY_BACKEND = ("ResNet50", "MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "DenseNet121")
 
 
 @pytest.mark.pycaffe
 @pytest.mark.slow
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [pytest.param(m, marks=[pytest.mark.backends] if m in ON_EVERY_BACKEND else [])
+                                  for m in MODELS])
 def test_application_matches_in_caffe_and_opencv(name, tmp_path):
     import keras
 

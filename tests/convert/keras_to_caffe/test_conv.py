@@ -1,4 +1,4 @@
-"""Convolutions against real Caffe: Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose and Conv1D.
+"""Convolutions against real Caffe: Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, Conv1D and Conv3D.
 
 Every padding, stride parity and input parity: Keras' 'same' puts the odd
 padding pixel at the end (stride 2 on an even size, an even kernel), which
@@ -231,17 +231,42 @@ CONV1D_CASES = [
     Case("conv1d_relu_no_bias", ((11, 3),), conv1d(filters=4, kernel_size=3, activation="relu", use_bias=False),
          compared=("conv",)),
     Case("conv1d_then_dense_opencv", ((11, 3),), conv1d_dense, target="opencv", compared=("conv", "dense")),
-    # Dense over the channels of an (N, C, L) blob is a 1x1 convolution; the converter transposes instead.
-    Case("conv1d_then_dense", ((11, 3),), conv1d_dense, compared=("conv", "dense"), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason=(
-             "Dense on a Conv1D output (an (N, C, L) blob) asks for a Permute, which caffe1 lacks; a 1x1 "
-             "convolution over the channels would need none")),)),
+    # Dense over the channels of an (N, C, L) blob is a 1x1 convolution: no transpose, so Caffe 1.0 has it.
+    Case("conv1d_then_dense", ((11, 3),), conv1d_dense, compared=("conv", "dense"),
+         check=lambda e, p: "Permute" not in caffe_types(e, p)),
     Case("conv1d_then_flatten_dense", ((11, 3),),
          lambda x, p: L.Dense(2, name=p + "dense")(L.Flatten(name=p + "flat")(L.Conv1D(4, 3, name=p + "conv")(x[0]))),
          compared=("conv", "dense")),
 ]
 
-ALL = BATCH_CASES + CONV1D_CASES
+# ---------------------------------------------------------------- Conv3D: Caffe's N-D Convolution over (N, C, D, H, W)
+def conv3d(**kwargs):
+    def build(x, p):
+        return L.Conv3D(name=p + "conv", **kwargs)(x[0])
+    return build
+
+
+def n_d_convolution(export, p):
+    param = layer_named(export, p + "conv").convolution_param
+    assert len(param.kernel_size) == 3, param
+
+
+CONV3D_CASES = [
+    Case("conv3d_valid", ((5, 7, 6, 2),), conv3d(filters=3, kernel_size=3), compared=("conv",), check=n_d_convolution),
+    Case("conv3d_same_s2_odd", ((5, 7, 9, 2),), conv3d(filters=3, kernel_size=(3, 2, 3), strides=2, padding="same"),
+         compared=("conv",)),
+    Case("conv3d_same_s1_even_kernel", ((4, 6, 5, 3),), conv3d(filters=2, kernel_size=2, padding="same"),
+         compared=("conv",)),
+    Case("conv3d_dilated_same_relu", ((6, 7, 5, 2),),
+         conv3d(filters=2, kernel_size=2, dilation_rate=2, padding="same", activation="relu"), compared=("conv",)),
+    Case("conv3d_groups_no_bias", ((4, 5, 6, 4),), conv3d(filters=6, kernel_size=3, groups=2, use_bias=False,
+                                                          padding="same"), compared=("conv",)),
+    Case("conv3d_then_dense", ((3, 4, 5, 2),),
+         lambda x, p: L.Dense(3, name=p + "dense")(L.Conv3D(4, 2, name=p + "conv")(x[0])), compared=("conv", "dense")),
+]
+
+
+ALL = BATCH_CASES + CONV1D_CASES + CONV3D_CASES
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +281,4 @@ def test_convolution(batch, case):
 
 def test_all_cases_convert_as_one_net(batch):
     batch.check_all_batches()
+

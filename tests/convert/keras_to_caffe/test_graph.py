@@ -163,7 +163,38 @@ def test_output_that_is_also_an_input_of_another_output(tmp_path):
     export, report = assert_verified(model, tmp_path)
     assert {r.keras_layer for r in report.outputs} == {"hidden", "out"}
     assert [export.tensor_map[o].keras_layer for o in export.tensor_map.outputs] == ["hidden", "out"]
-    assert layer_named(export, "out").bottom[0] == export.tensor_map.outputs[0]
+    # 'out' reads 'hidden'; the output is a copy of it, so that it is a Caffe output (a blob no layer reads).
+    assert layer_named(export, "out").bottom[0] == "hidden"
+    copy = next(layer for layer in export.net.layer if export.tensor_map.outputs[0] in layer.top)
+    assert (copy.type, list(copy.bottom)) == ("Split", ["hidden"])
+    assert sorted(_net_outputs(export)) == sorted(export.tensor_map.outputs)
+
+
+def _net_outputs(export) -> list[str]:
+    """The blobs of the net that no layer reads (what Caffe calls its outputs), in the order they are made."""
+    read = {bottom for layer in export.net.layer for bottom in layer.bottom}
+    tops = [top for layer in export.net.layer for top in layer.top if layer.type != "Input"]
+    return [top for top in dict.fromkeys(tops) if top not in read]
+
+
+@pytest.mark.parametrize("identity", ["linear_activation", "identity_layer", "same_tensor_twice"])
+def test_every_keras_output_is_a_caffe_output_of_its_own(tmp_path, identity):
+    """An output that is the model's input (an identity layer) or that another output already holds gets a
+    blob of its own: the Caffe net has as many outputs as the model."""
+    x = keras.Input((6,), name="x")
+    dense = L.Dense(3, name="dense")(x)
+    if identity == "linear_activation":
+        outputs = [L.Activation("linear", name="same")(x), dense]
+    elif identity == "identity_layer":
+        outputs = [L.Identity(name="same")(x), dense]
+    else:
+        outputs = [dense, dense]
+    model = keras.Model(x, outputs, name=identity)
+    randomize(model)
+    export, report = assert_verified(model, tmp_path)
+    assert len(export.tensor_map.outputs) == len(set(export.tensor_map.outputs)) == 2
+    assert sorted(_net_outputs(export)) == sorted(export.tensor_map.outputs)
+    assert len(report.outputs) == 2
 
 
 def test_input_shape_keeps_the_map_on_the_callers_model(tmp_path):

@@ -1,4 +1,4 @@
-"""Pooling against real Caffe: MaxPooling2D, AveragePooling2D, the global poolings, and pooling over ZeroPadding2D.
+"""Pooling against real Caffe: MaxPooling2D/3D, AveragePooling2D/3D, the global poolings, pooling over padding.
 
 Caffe 1.0 pooling always rounds up and pads symmetrically; Keras 'valid'
 rounds down and 'same' pads the odd pixel at the end. keraffe places Keras'
@@ -15,10 +15,12 @@ brocolli-caffe reads) are judged by real Caffe; ``caffe`` writes BVLC master's
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import pytest
 
-from ._harness import Batch, Case, assert_case, caffe_types, layer_named, params
+from ._harness import Batch, Case, assert_case, caffe_types, expect_only, layer_named, params
 
 pytestmark = pytest.mark.pycaffe
 
@@ -33,7 +35,36 @@ def image(hw, channels=3):
 def pool(cls, **kwargs):
     def build(x, p):
         return getattr(L, cls)(name=p + "pool", **kwargs)(x[0])
+    build.pooling = (cls, kwargs)
     return build
+
+
+def refused_on_torch(case):
+    """On PyTorch, uneven 'same' AVE padding averages replicated edge pixels in Keras: refused where that differs.
+
+    Keras' torch pooling then pads every axis with copies of the edge pixels;
+    a window that reaches into that padding averages like TensorFlow only if
+    it holds a single real pixel.
+    """
+    cls, kwargs = getattr(case.build, "pooling", (None, {}))
+    if keras.backend.backend() != "torch" or cls != "AveragePooling2D" or kwargs.get("padding") != "same":
+        return case
+    kernel = (kwargs["pool_size"],) * 2 if isinstance(kwargs["pool_size"], int) else kwargs["pool_size"]
+    strides = kwargs.get("strides") or kernel
+    strides = (strides,) * 2 if isinstance(strides, int) else strides
+    uneven, differs = False, False
+    for size, k, s in zip(case.shapes[0][:2], kernel, strides):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        uneven |= total % 2 == 1
+        for i in range(out):
+            first, last = i * s - total // 2, i * s - total // 2 + k - 1
+            inside = min(last, size - 1) - max(first, 0) + 1
+            differs |= (first < 0 or last >= size) and inside > 1
+    if not (uneven and differs):
+        return case
+    reason = "Keras' torch backend averages replicated edge pixels in uneven 'same' padding; keraffe refuses it"
+    return dataclasses.replace(case, alone=True, marks=(pytest.mark.xfail(strict=True, reason=reason),))
 
 
 def single_pooling(export, p):
@@ -78,10 +109,10 @@ for cls, short in (("GlobalAveragePooling2D", "gap"), ("GlobalMaxPooling2D", "gm
 
 
 # ---------------------------------------------------------------- pooling over ZeroPadding2D (the zeros count)
-def padded_pool(padding, cls, relu=False, **kwargs):
+def padded_pool(zeros, cls, relu=False, **kwargs):
     def build(x, p):
         y = L.ReLU(name=p + "relu")(x[0]) if relu else x[0]
-        y = L.ZeroPadding2D(padding, name=p + "pad")(y)
+        y = L.ZeroPadding2D(zeros, name=p + "pad")(y)
         return getattr(L, cls)(name=p + "pool", **kwargs)(y)
     return build
 
@@ -102,12 +133,17 @@ CASES += [
     # Padding as wide as the window: Caffe's pooling pad must stay below the kernel size.
     Case("pad_wide_ave_k2", image((9, 11)),
          padded_pool(((2, 2), (0, 3)), "AveragePooling2D", pool_size=2), compared=("pool",)),
-    # Windows wholly inside the padding give 0; exact, but Caffe's pooling pad must stay below the kernel.
+    # Windows wholly inside the padding give 0; Caffe's pooling pad must stay below the kernel, so the
+    # padding is written out (a depthwise convolution with a one-hot kernel) and pooled as it is.
     Case("pad_wide_max_k2", image((9, 11)),
-         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",), alone=True,
-         marks=(pytest.mark.xfail(strict=True, reason="MAX pooling over ZeroPadding2D at least as wide as the "
-                                  "window is refused ('no Caffe pooling window layout matches'); AVE has a "
-                                  "convolution fallback, MAX none yet"),)),
+         padded_pool(((2, 0), (3, 1)), "MaxPooling2D", pool_size=2), compared=("pool",),
+         check=expect_only("Convolution", "Pooling", "Slice", "Silence")),
+    # ZeroPadding2D, then 'same' pooling: both paddings, the zeros counted and the pooling's own not.
+    Case("pad_then_same_max", image((9, 11)),
+         padded_pool(((1, 0), (0, 2)), "MaxPooling2D", pool_size=3, strides=2, padding="same"), compared=("pool",)),
+    Case("pad_then_same_ave", image((12, 10)),
+         padded_pool(((0, 1), (1, 1)), "AveragePooling2D", pool_size=2, strides=2, padding="same"),
+         compared=("pool",)),
     Case("pad_crop_max", image((9, 11)),
          lambda x, p: L.MaxPooling2D(3, 2, name=p + "pool")(
              L.Cropping2D(((0, 2), (1, 0)), name=p + "crop")(L.ZeroPadding2D(((1, 0), (0, 1)), name=p + "pad")(x[0]))),
@@ -150,7 +186,22 @@ TARGET_CASES.append(Case("caffe_floor_max_k2_odd", image((9, 11)), pool("MaxPool
 TARGET_CASES.append(Case("opencv_floor_max_k2_odd", image((9, 11)), pool("MaxPooling2D", pool_size=2),
                          target="opencv", runtime="caffe", check=rounds_down))
 
-ALL = CASES + TARGET_CASES
+# ---------------------------------------------------------------- 3-D: a pooling of every depth plane, then along depth
+VOLUME_CASES = []
+for cls, short in (("MaxPooling3D", "max"), ("AveragePooling3D", "ave")):
+    VOLUME_CASES += [
+        Case(f"{short}3d_k2_valid_odd", ((5, 7, 9, 2),), pool(cls, pool_size=2), compared=("pool",)),
+        Case(f"{short}3d_k3_s2_same_odd", ((5, 7, 9, 2),), pool(cls, pool_size=3, strides=2, padding="same"),
+             compared=("pool",)),
+        Case(f"{short}3d_k322_s212_same_even", ((6, 8, 4, 3),),
+             pool(cls, pool_size=(3, 2, 2), strides=(2, 1, 2), padding="same"), compared=("pool",)),
+        Case(f"{short}3d_k2_s1_valid", ((4, 5, 6, 2),), pool(cls, pool_size=2, strides=1), compared=("pool",)),
+    ]
+VOLUME_CASES.append(Case("max3d_after_relu", ((5, 6, 7, 2),),
+                         lambda x, p: L.MaxPooling3D(3, 2, padding="same", name=p + "pool")(
+                             L.ReLU(name=p + "relu")(x[0])), compared=("pool",)))
+
+ALL = [refused_on_torch(case) for case in CASES + TARGET_CASES] + VOLUME_CASES
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +230,21 @@ def test_caffe1_never_rounds_down(tmp_path):
         if layer.type == "Pooling":
             assert not layer.pooling_param.HasField("round_mode")
     assert "Slice" in caffe_types(export)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="a refusal of Keras' PyTorch backend only")
+@pytest.mark.parametrize("layer, shape", [(L.AveragePooling2D(3, padding="same", name="ave"), (11, 9, 3)),
+                                          (L.AveragePooling1D(3, padding="same", name="ave"), (11, 3))],
+                         ids=["2d", "1d"])
+def test_uneven_same_average_is_refused_on_torch(layer, shape, tmp_path):
+    """Keras' torch pooling averages replicated edge pixels in uneven 'same' padding; the export could not match.
+
+    11 rows, windows of 3 every 3: the last window holds rows 9 and 10 and one of padding.
+    """
+    import keraffe
+    from keraffe.errors import KeraffeError
+
+    x = keras.Input(shape)
+    with pytest.raises(KeraffeError, match=r"on the PyTorch backend Keras fills that padding with copies of the "
+                                           r"edge pixels.*KERAS_BACKEND=tensorflow or jax"):
+        keraffe.keras_to_caffe(keras.Model(x, layer(x)), tmp_path / "net.prototxt")

@@ -10,7 +10,10 @@ layers of one depth newest first).
 
 from __future__ import annotations
 
+import re
+
 import keras
+import numpy as np
 import pytest
 
 import keraffe
@@ -29,25 +32,42 @@ def message_of(model, target="caffe1", error=KeraffeError) -> str:
     return str(caught.value)
 
 
+def numpy_code(name):
+    """A Lambda running NumPy on its input: arbitrary Python, not a graph of keras.ops (it cannot be traced)."""
+    return L.Lambda(lambda t: np.sin(t), output_shape=lambda shape: shape, name=name)
+
+
 def test_layer_classes_without_caffe_form_are_listed_together():
     x = keras.Input((4, 6), name="x")
-    a = L.Lambda(lambda t: t * 2.0, name="lam_a")(x)
-    b = L.Lambda(lambda t: t + 1.0, name="lam_b")(x)
-    c = L.LSTM(3, name="lstm")(x)
-    model = keras.Model(x, [a, b, c], name="classes")
-    assert message_of(model, error=UnsupportedLayerError) == (
-        "cannot convert 2 Keras layer class(es) to Caffe:\n"
-        "  LSTM: 1 layer(s): 'lstm'\n"
-        "  Lambda (arbitrary Python code): 2 layer(s): 'lam_b', 'lam_a'")
+    a = numpy_code("lam_a")(x)
+    b = numpy_code("lam_b")(x)
+    c = L.Masking(name="masking")(x)
+    d = L.Lambda(keras.ops.erf, name="lam_erf")(x)  # traced: its call is one op, which Caffe lacks
+    model = keras.Model(x, [a, b, c, d], name="classes")
+    # Keras numbers the ops it names itself (erf, erf_1, ...) across the process.
+    message = re.sub(r"'lam_erf/erf_\d+'", "'lam_erf/erf'", message_of(model, error=UnsupportedLayerError))
+    assert message == (
+        "cannot convert 3 Keras layer class(es) to Caffe:\n"
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 2 layer(s): 'lam_b', 'lam_a'\n"
+        "  Masking (Caffe has no masks: the masked steps would be computed): 1 layer(s): 'masking'\n"
+        "  ops.Erf (Caffe has no erf): 1 layer(s): 'lam_erf/erf'")
+
+
+def test_a_lambda_of_keras_ops_converts_by_inlining():
+    x = keras.Input((4, 6), name="x")
+    model = keras.Model(x, L.Lambda(lambda t: keras.ops.relu(t * 2.0 + 1.0), name="lam")(x), name="lam_ok")
+    export = convert_model(model)
+    assert [layer.type for layer in export.net.layer] == ["Input", "Power", "Power", "ReLU"]
 
 
 def test_many_layers_of_one_class_are_counted_and_the_first_five_named():
     x = keras.Input((4, 6), name="x")
-    outs = [L.Lambda(lambda t: t, name=f"lam{i}")(x) for i in range(7)]
+    outs = [numpy_code(f"lam{i}")(x) for i in range(7)]
     model = keras.Model(x, outs, name="many")
     assert message_of(model, error=UnsupportedLayerError) == (
         "cannot convert 1 Keras layer class(es) to Caffe:\n"
-        "  Lambda (arbitrary Python code): 7 layer(s): 'lam6', 'lam5', 'lam4', 'lam3', 'lam2' ...")
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 7 layer(s): 'lam6', 'lam5', 'lam4', 'lam3', "
+        "'lam2' ...")
 
 
 def test_inexact_activations_are_listed_together():
@@ -78,13 +98,13 @@ def test_each_inexact_activation_is_refused(name):
 def test_unsupported_classes_and_inexact_layers_in_one_error():
     """A model with a Lambda and an erf GELU: one error names both, so nothing is found one fix at a time."""
     x = keras.Input((6,), name="x")
-    lam = L.Lambda(lambda t: t * 2.0, name="lam")(x)
+    lam = numpy_code("lam")(x)
     gelu = L.Dense(3, activation="gelu", name="dense_gelu")(x)
     model = keras.Model(x, [lam, gelu], name="both")
     message = message_of(model)
     assert message == (
         "cannot convert 1 Keras layer class(es) to Caffe:\n"
-        "  Lambda (arbitrary Python code): 1 layer(s): 'lam'\n"
+        "  Lambda (arbitrary Python code, not a graph of keras.ops): 1 layer(s): 'lam'\n"
         "1 Keras layer(s) cannot be expressed exactly for target 'caffe1':\n"
         f"  dense_gelu (Dense): activation 'gelu' {NO_EXACT_FORM}")
 
@@ -109,23 +129,40 @@ def test_target_without_a_needed_layer_type():
     model = keras.Model([x, b], [thresholded, bias], name="needs_types")
     assert message_of(model, "opencv", ConversionError) == (
         "2 Keras layer(s) cannot be expressed exactly for target 'opencv':\n"
-        "  bias_add (Add): a Bias layer is needed for 'bias_add', and target 'opencv' has no Bias\n"
+        "  bias_add (Add): a Bias layer is needed for 'bias_add', and target 'opencv' has no Bias (targets 'caffe1', "
+        "'caffe' have it)\n"
         "  thresholded (ReLU): a Threshold layer is needed for 'thresholded/above', and target 'opencv' has no "
-        "Threshold")
+        "Threshold (targets 'caffe1', 'caffe' have it)")
     convert_model(model, "caffe1")  # Caffe 1.0 has both
 
 
-def test_caffe1_refuses_a_transpose():
-    """Adding a channels-last Flatten to a Dense output needs Caffe's (C, H, W) order moved: a Permute."""
+def test_caffe1_transposes_without_permute(tmp_path):
+    """Adding a channels-last Flatten to a Dense output needs Caffe's (C, H, W) order moved: Caffe 1.0 has no
+    Permute, so the channel axis is cut into its slices, each reshaped, and concatenated at the end."""
+    from ._harness import assert_verified, randomize
+
     x = keras.Input((2, 3, 2), name="x")
     v = keras.Input((6,), name="v")
     merged = L.Add(name="merge")([L.Flatten(name="flat")(x), L.Dense(12, name="dense")(v)])
     model = keras.Model([x, v], merged, name="transpose")
+    randomize(model)
+    export, _ = assert_verified(model, tmp_path)
+    types = [layer.type for layer in export.net.layer]
+    assert "Permute" not in types and {"Slice", "Concat"} <= set(types)
+    assert any("a transpose without Permute" in item.note for item in export.report)
+
+
+def test_caffe1_refuses_a_transpose_of_a_long_axis():
+    x = keras.Input((2, 3, 300), name="x")
+    v = keras.Input((6,), name="v")
+    merged = L.Add(name="merge")([L.Flatten(name="flat")(x), L.Dense(1800, name="dense")(v)])
+    model = keras.Model([x, v], merged, name="transpose")
     assert message_of(model, "caffe1", ConversionError) == (
         "1 Keras layer(s) cannot be expressed exactly for target 'caffe1':\n"
         "  merge (Add): 'merge' needs its values in Keras' memory order, which takes a transpose (a Permute layer); "
-        "target 'caffe1' has none. Target 'opencv' has Permute; or keep channels-last Flatten/Reshape directly "
-        "before a Dense layer, which converts without a transpose")
+        "target 'caffe1' has none, and doing without it would cut an axis into more than 256 slices. Target "
+        "'opencv' has Permute; or keep channels-last Flatten/Reshape directly before a Dense layer, which converts "
+        "without a transpose")
     convert_model(model, "opencv")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from ._harness import Batch, Case, assert_case, params
+from ._harness import Batch, Case, assert_case, expect_types, params
 
 pytestmark = pytest.mark.pycaffe
 
@@ -64,16 +64,28 @@ BILINEAR = [
     for tag, factor in (("2", 2), ("3", 3), ("2x3", (2, 3)))
 ]
 
-# ZeroPadding2D whose output is not read by a convolution or pooling: its zeros must be written out.
-PADDING_XFAIL = pytest.mark.xfail(
-    strict=True, reason="ZeroPadding2D feeding anything but a convolution or pooling (or a model output) is refused: "
-                        "Caffe 1.0 has no padding layer and the converter only folds padding into the next layer")
+# ZeroPadding2D whose output is not read by a convolution or pooling: its zeros are written out, exactly, by
+# a depthwise convolution with a one-hot kernel.
 PADDING = [
     Case("pad_asym_output", image((9, 11)), lambda x, p: L.ZeroPadding2D(((1, 2), (0, 3)), name=p + "pad")(x[0]),
-         compared=("pad",), alone=True, marks=(PADDING_XFAIL,)),
+         compared=("pad",), check=expect_types("Convolution")),
     Case("pad_asym_then_relu", image((12, 12)),
          lambda x, p: L.ReLU(name=p + "relu")(L.ZeroPadding2D(((2, 0), (1, 1)), name=p + "pad")(x[0])),
-         compared=("relu",), alone=True, marks=(PADDING_XFAIL,)),
+         compared=("relu",), check=expect_types("Convolution", "ReLU")),
+    Case("pad_then_crop_output", image((9, 11)),
+         lambda x, p: L.Cropping2D(((0, 2), (1, 0)), name=p + "crop")(
+             L.ZeroPadding2D(((1, 0), (3, 1)), name=p + "pad")(x[0])), compared=("crop",)),
+    # One padding read by a convolution (folded into it) and by an Add (written out).
+    Case("pad_conv_and_add", image((9, 11)),
+         lambda x, p: L.Add(name=p + "add")([
+             L.Conv2D(3, 1, name=p + "conv")(L.ZeroPadding2D(1, name=p + "pad")(x[0])),
+             L.ZeroPadding2D(1, name=p + "pad2")(x[0])]), compared=("conv", "add")),
+    Case("pad_then_transpose_conv", image((5, 7)),
+         lambda x, p: L.Conv2DTranspose(2, 3, strides=2, name=p + "deconv")(
+             L.ZeroPadding2D(((1, 0), (0, 1)), name=p + "pad")(x[0])), compared=("deconv",)),
+    Case("pad_then_global_max", image((5, 7)),
+         lambda x, p: L.GlobalMaxPooling2D(name=p + "gmp")(L.ZeroPadding2D(2, name=p + "pad")(x[0])),
+         compared=("gmp",)),
 ]
 
 ALL = CASES + BILINEAR + PADDING

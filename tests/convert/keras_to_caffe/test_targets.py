@@ -18,6 +18,7 @@ import keras
 import pytest
 
 from keraffe.convert.keras_to_caffe.targets import CAFFE_1_0_TYPES, OPENCV_TYPES
+from keraffe.errors import ConversionError
 
 from ._harness import TOLERANCE, assert_report_ok, assert_verified, convert_files, describe, randomize
 
@@ -116,6 +117,8 @@ def test_opencv_target_uses_relu6_swish_and_ceil_mode(model, tmp_path):
     assert {"relu6", "silu", "pool_valid_odd", "prob"} <= {r.keras_layer for r in report.layers}
 
 
+@pytest.mark.xfail(keras.backend.backend() == "torch", strict=True, raises=ConversionError,
+                   reason="on PyTorch, Keras averages replicated edge pixels in uneven 'same' AVE padding: refused")
 def test_opencv_target_without_swish_layers_loads_in_real_caffe(tmp_path):
     """The opencv target's pooling (ceil_mode) and ReLU6-free layers also run in real Caffe, which reads ceil_mode."""
     x = keras.Input((9, 11, 3), name="image")

@@ -9,11 +9,14 @@ GELU, ...) are refused, never approximated.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
+from keraffe.passes.drafting import set_power
 
 #: Activations whose output is never negative (lets later zero padding fold into MAX pooling).
 NON_NEGATIVE = frozenset({"relu", "relu6", "sigmoid", "softmax", "softplus", "exponential", "hard_sigmoid"})
@@ -58,12 +61,7 @@ class ActivationBuilder:
 
     def power(self, bottom, part, final=False, power=1.0, scale=1.0, shift=0.0):
         layer = self._layer("Power", part, [bottom], final)
-        if power != 1.0:
-            layer.power_param.power = power
-        if scale != 1.0:
-            layer.power_param.scale = scale
-        if shift != 0.0:
-            layer.power_param.shift = shift
+        set_power(layer.power_param, power, scale, shift)
         return layer.top[0]
 
     def simple(self, type_name, bottom, part, final=False):
@@ -94,6 +92,18 @@ class ActivationBuilder:
             layer.clip_param.min, layer.clip_param.max = 0.0, 6.0
             return layer.top[0]
         return self.clipped_relu(bottom, part, 6.0, final)
+
+    def clip(self, bottom, part, low, high, final=False):
+        """x clipped to [low, high]: Caffe's Clip where the target has it, else low + min(ReLU(x - low), high - low)."""
+        if self.ctx.target.allows("Clip"):
+            layer = self._layer("Clip", part, [bottom], final)
+            layer.clip_param.min, layer.clip_param.max = float(low), float(high)
+            return layer.top[0]
+        if low == 0.0:
+            return self.clipped_relu(bottom, part, float(high), final)
+        shifted = self.power(bottom, f"{part}_shift", shift=-float(low))
+        clipped = self.clipped_relu(shifted, f"{part}_relu", float(high) - float(low))
+        return self.power(clipped, part, final, shift=float(low))
 
     def hard_sigmoid(self, bottom, part, final=False):
         shifted = self.power(bottom, f"{part}_shift", shift=3.0)
@@ -153,6 +163,15 @@ class ActivationBuilder:
         magnitude = self.simple("AbsVal", bottom, "abs")
         inverse = self.power(magnitude, "inverse", power=-1.0, shift=1.0)
         return self.product(bottom, inverse, "softsign", final=True)
+
+    def _build_gelu_tanh(self, bottom, config):
+        """Keras' approximate GELU: 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), no erf needed."""
+        cube = self.power(bottom, "cube", power=3.0)
+        inner = self._layer("Eltwise", "inner", [bottom, cube])
+        inner.eltwise_param.coeff.extend([1.0, 0.044715])
+        gate = self.simple("TanH", self.power(inner.top[0], "inner_scaled", scale=math.sqrt(2.0 / math.pi)), "tanh")
+        half = self.power(gate, "half_gate", scale=0.5, shift=0.5)
+        return self.product(bottom, half, "gelu", final=True)
 
     def _build_mish(self, bottom, config):
         soft = self.simple("BNLL", bottom, "softplus")

@@ -1,4 +1,4 @@
-"""Conv2D, DepthwiseConv2D, SeparableConv2D and Conv2DTranspose.
+"""Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose and Conv3D.
 
 A convolution is written with its own padding side by side (``pad_t``,
 ``pad_b``, ``pad_l``, ``pad_r``: TensorFlow's 'same' puts the odd pixel at the
@@ -20,13 +20,13 @@ from keraffe.layout import NHWC, conv_kernel_to_caffe, deconv_kernel_to_caffe, d
 from keraffe.windows import same_padding, set_conv_param
 
 
-def own_padding(operation, value, hint: str) -> list[tuple[int, int]]:
+def own_padding(operation, sizes, hint: str) -> list[tuple[int, int]]:
     """The layer's own (before, after) padding per spatial axis: TensorFlow's 'same', or none."""
     if operation.padding == "valid":
         return [(0, 0), (0, 0)]
     if operation.padding != "same":
         raise ConversionError(f"'{hint}': padding {operation.padding!r} is not supported")
-    return [same_padding(value.shape[2 + axis], operation.kernel_size[axis], operation.strides[axis],
+    return [same_padding(sizes[axis], operation.kernel_size[axis], operation.strides[axis],
                          operation.dilation_rate[axis]) for axis in range(2)]
 
 
@@ -42,12 +42,13 @@ def add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilati
 
 def _emit_conv(ctx, operation, call, *, weight, bias, group, strides, dilation):
     """One Caffe Convolution from the (zero padded) input, plus the layer's activation."""
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     bottom = ctx.blob_nchw(value, name)
     act = activation_name(getattr(operation, "activation", None))
     top = name if act == "linear" else f"{name}/linear"
-    add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilation, own_padding(operation, value, name))
+    add_convolution(ctx, name, bottom, top, weight, bias, group, strides, dilation,
+                    own_padding(operation, ctx.shapes[bottom][2:], name))
     return name, top, act
 
 
@@ -88,10 +89,10 @@ def separable_conv2d(ctx, operation, call):
     channels = weight_array(operation.depthwise_kernel).shape[2]
     name = ctx.layer_name(operation, call)
     dw_name = ctx.unique(f"{name}/depthwise")
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     bottom = ctx.blob_nchw(value, name)
     add_convolution(ctx, dw_name, bottom, dw_name, depthwise, None, channels, operation.strides,
-                    operation.dilation_rate, own_padding(operation, value, name))
+                    operation.dilation_rate, own_padding(operation, ctx.shapes[bottom][2:], name))
     pointwise = conv_kernel_to_caffe(weight_array(operation.pointwise_kernel))
     act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"
@@ -100,6 +101,50 @@ def separable_conv2d(ctx, operation, call):
     ctx.weights[name] = [pointwise] + ([weight_array(operation.bias)] if operation.use_bias else [])
     ctx.note(operation, ["Convolution", "Convolution"], "depthwise and pointwise convolutions")
     _finish(ctx, operation, call, name, top, act)
+
+
+@keras_layer("Conv3D")
+def conv3d(ctx, operation, call):
+    """Caffe's N-D Convolution over (N, C, D, H, W); uneven 'same' padding made symmetric with zero rows."""
+    from keraffe.layout import NDHWC, conv3d_kernel_to_caffe
+    from keraffe.windows import padded_kernel, undilate_for_uneven_padding
+
+    if getattr(operation, "data_format", "channels_last") != "channels_last":
+        raise ConversionError("only channels_last Conv3D converts")
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    bottom = ctx.blob_in(value, NDHWC, name)
+    weight = conv3d_kernel_to_caffe(weight_array(operation.kernel))
+    sizes = NDHWC.caffe_shape(value.layout.keras_shape(value.shape))[2:]
+    if operation.padding == "same":
+        pads = [same_padding(sizes[axis], operation.kernel_size[axis], operation.strides[axis],
+                             operation.dilation_rate[axis]) for axis in range(3)]
+    elif operation.padding == "valid":
+        pads = [(0, 0)] * 3
+    else:
+        raise ConversionError(f"'{name}': padding {operation.padding!r} is not supported")
+    weight, dilation = undilate_for_uneven_padding(weight, pads, operation.dilation_rate)
+    widened = weight.shape
+    weight, caffe_pad = padded_kernel(weight, pads, dilation, name)
+    act = activation_name(operation.activation)
+    top = name if act == "linear" else f"{name}/linear"
+    layer = ctx.add("Convolution", name, [bottom], [top])
+    param = layer.convolution_param
+    param.num_output = weight.shape[0]
+    param.kernel_size.extend(int(k) for k in weight.shape[2:])
+    if any(s != 1 for s in operation.strides):
+        param.stride.extend(int(s) for s in operation.strides)
+    if any(caffe_pad):
+        param.pad.extend(int(p) for p in caffe_pad)
+    if any(d != 1 for d in dilation):
+        param.dilation.extend(int(d) for d in dilation)
+    if operation.groups != 1:
+        param.group = operation.groups
+    param.bias_term = bool(operation.use_bias)
+    ctx.weights[name] = [weight] + ([weight_array(operation.bias)] if operation.use_bias else [])
+    if weight.shape != widened:
+        ctx.note(operation, ["Convolution"], "uneven padding made symmetric with zero rows added to the kernel")
+    _finish(ctx, operation, call, name, top, act, NDHWC)
 
 
 @keras_layer("Conv2DTranspose")
@@ -112,16 +157,14 @@ def conv2d_transpose(ctx, operation, call):
     make ``after`` negative), zero rows at the kernel's end lengthen the full
     output instead.
     """
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
-    if ctx.is_padding(value):
-        raise ConversionError(f"'{name}': ZeroPadding2D before Conv2DTranspose has no exact Caffe form")
     bottom = ctx.blob_nchw(value, name)
     out_hw = ctx.caffe_shape(call.outputs[0], NHWC)[2:]
     weight = deconv_kernel_to_caffe(weight_array(operation.kernel))
     crops = []
     for axis in range(2):
-        size = value.shape[2 + axis]
+        size = ctx.shapes[bottom][2 + axis]
         effective = operation.dilation_rate[axis] * (operation.kernel_size[axis] - 1) + 1
         full = (size - 1) * operation.strides[axis] + effective
         # The forward convolution of 'same' pads (full - out) in total, the smaller half first.

@@ -1,4 +1,4 @@
-"""Dense, Flatten, Reshape, Permute, the inference-time identities, and raw keras.ops arithmetic.
+"""Dense, Flatten, Reshape, Permute, Embedding and the inference-time identities.
 
 Dense after a channels-last Flatten reads its weight rows in Caffe's (C, H, W)
 order instead of moving data. Permute changes only the recorded layout. Layers
@@ -22,11 +22,20 @@ from keraffe.layout import NHWC, NLC, Layout, dense_rows_nhwc_to_nchw, flattened
 @keras_layer("Dense")
 def dense(ctx, operation, call):
     value = ctx.value(call.inputs[0])
-    name = ctx.layer_name(operation, call)
     kernel = weight_array(operation.kernel)
     bias = weight_array(operation.bias) if operation.use_bias else None
+    affine(ctx, operation, call, value, kernel, bias, activation_name(operation.activation),
+           ctx.layer_name(operation, call))
+
+
+def affine(ctx, operation, call, value, kernel, bias, act, name):
+    """x @ kernel (+ bias) over the last Keras axis, then activation ``act``: Dense, and matmul by a constant.
+
+    InnerProduct where the last Keras axis is the blob's last (or the rows of
+    a channels-last flattening, reordered); a 1x1 convolution where it is the
+    blob's channel axis (images, (N, C, L) sequences), so nothing is transposed.
+    """
     rank = len(value.shape)
-    act = activation_name(operation.activation)
     top = name if act == "linear" else f"{name}/linear"
     layout = value.layout
     if layout.flattened_from is not None:
@@ -34,15 +43,27 @@ def dense(ctx, operation, call):
         layer = ctx.add("InnerProduct", name, [value.blob], [top])
         ctx.note(operation, ["InnerProduct"], "weight rows reordered from (H, W, C) to Caffe's (C, H, W) flatten order")
         out_layout = identity(2)
-    elif rank == 4 and layout == NHWC:
-        layer = ctx.add("Convolution", name, [value.blob], [top])
+    elif rank > 2 and layout.perm[-1] == 1:
+        # Channels first in Caffe (an image, an (N, C, L) sequence, a volume): a 1x1 convolution, no transpose.
+        image = rank == 4
+        bottom = value.blob
+        if not image:
+            flat = ctx.add("Reshape", ctx.unique(f"{name}/as_image"), [bottom])
+            flat.reshape_param.shape.dim.extend([0, value.shape[1], -1, 1])
+            bottom = flat.top[0]
+        conv_top = top if image else ctx.unique(f"{name}/image")
+        layer = ctx.add("Convolution", name, [bottom], [conv_top])
         layer.convolution_param.kernel_size.append(1)
         layer.convolution_param.num_output = kernel.shape[1]
         if bias is None:
             layer.convolution_param.bias_term = False
         ctx.weights[name] = [kernel.T.reshape(kernel.shape[1], kernel.shape[0], 1, 1)] + ([bias] if bias is not None else [])
-        ctx.note(operation, ["Convolution"], "Dense on channels of an image is a 1x1 convolution")
-        _finish(ctx, operation, call, name, top, act, NHWC)
+        if not image:
+            back = ctx.add("Reshape", ctx.unique(f"{name}/as_input"), [conv_top], [top])
+            back.reshape_param.shape.dim.extend((0, kernel.shape[1]) + tuple(value.shape[2:]))
+        ctx.note(operation, ctx.caffe_types(len(ctx.net.layer) - (1 if image else 3)),
+                 "Dense over the channels of a channels-first blob is a 1x1 convolution")
+        _finish(ctx, operation, call, name, top, act, layout)
         return
     elif layout.perm[-1] == rank - 1:
         layer = ctx.add("InnerProduct", name, [value.blob], [top])
@@ -91,10 +112,13 @@ def flatten(ctx, operation, call):
 
 @keras_layer("Reshape")
 def reshape(ctx, operation, call):
-    value = ctx.value(call.inputs[0])
-    name = ctx.layer_name(operation, call)
+    target = tuple(int(d) for d in call.outputs[0].shape[1:])
+    reshape_value(ctx, operation, call, ctx.value(call.inputs[0]), target, ctx.layer_name(operation, call))
+
+
+def reshape_value(ctx, operation, call, value, target, name):
+    """The Keras values in Keras' order, reshaped to ``target`` (without the batch axis): Reshape and Reshape ops."""
     out = call.outputs[0]
-    target = tuple(int(d) for d in out.shape[1:])
     rank = len(value.shape)
     blob = ctx.blob_in(value, identity(rank), name)
     direct_nhwc = len(target) == 3 and (target[0] * target[1] == 1 or target[2] == 1)
@@ -111,7 +135,7 @@ def reshape(ctx, operation, call):
         ctx.emit(operation, call, 0, out, name, NHWC)
         return
     layer = ctx.add("Reshape", name, [blob])
-    layer.reshape_param.shape.dim.extend((0,) + target)
+    layer.reshape_param.shape.dim.extend((0,) + tuple(target))
     ctx.emit(operation, call, 0, out, name, identity(len(target) + 1))
 
 
@@ -121,11 +145,33 @@ def permute(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     rank = len(value.shape)
     if value.layout.flattened_from is not None:
-        value = CaffeValue(ctx.blob_in(value, identity(rank), operation.name), identity(rank),
+        value = CaffeValue(ctx.blob_in(value, identity(rank), ctx.scoped(operation.name)), identity(rank),
                            value.shape, value.non_negative)
     order = (0,) + tuple(int(d) for d in operation.dims)
     layout = Layout(tuple(value.layout.perm[order[i]] for i in range(rank)))
     ctx.alias(call.outputs[0], CaffeValue(value.blob, layout, value.shape, value.non_negative))
+
+
+@keras_layer("Embedding")
+def embedding(ctx, operation, call):
+    """Caffe's Embed: the same (input_dim, output_dim) table, looked up by the index values of a float blob.
+
+    A mask (mask_zero) is not part of the values: the layers that would read
+    it are refused where they do.
+    """
+    if getattr(operation, "quantization_mode", None):
+        raise ConversionError(f"a {operation.quantization_mode}-quantized Embedding is not converted")
+    value = ctx.value(call.inputs[0])
+    name = ctx.layer_name(operation, call)
+    rank = len(value.shape)
+    blob = ctx.blob_in(value, identity(rank), name)
+    table = weight_array(operation.embeddings)
+    layer = ctx.add("Embed", name, [blob])
+    param = layer.embed_param
+    param.input_dim, param.num_output = table.shape
+    param.bias_term = False
+    ctx.weights[name] = [table]
+    ctx.emit(operation, call, 0, call.outputs[0], name, identity(rank + 1))
 
 
 @keras_layer("Dropout")
@@ -143,54 +189,3 @@ def inference_identity(ctx, operation, call):
     """Identities at inference: the Keras output is the input blob itself."""
     ctx.alias(call.outputs[0], ctx.value(call.inputs[0]))
     ctx.note(operation, [], "identity at inference: no Caffe layer")
-
-
-# ------------------------------------------------------------------ keras.ops arithmetic in functional graphs
-
-def _scalar_and_tensor(call):
-    import keras
-
-    args = list(call.arguments()[0])
-    if len(args) != 2:
-        raise ConversionError("expected a binary operation")
-    tensors = [i for i, a in enumerate(args) if isinstance(a, keras.KerasTensor)]
-    return args, tensors
-
-
-def _power(ctx, operation, call, scale=1.0, shift=0.0):
-    value = ctx.value(call.inputs[0])
-    name = ctx.unique(operation.name)
-    layer = ctx.add("Power", name, [value.blob])
-    if scale != 1.0:
-        layer.power_param.scale = float(scale)
-    if shift != 0.0:
-        layer.power_param.shift = float(shift)
-    non_negative = value.non_negative and scale >= 0 and shift >= 0
-    ctx.emit(operation, call, 0, call.outputs[0], name, value.layout, non_negative=non_negative)
-
-
-@keras_layer("ops.Add", "ops.Subtract", "ops.Multiply", "ops.Divide", "ops.TrueDivide")
-def arithmetic(ctx, operation, call):
-    args, tensors = _scalar_and_tensor(call)
-    kind = type(operation).__name__
-    if len(tensors) == 2:
-        from keraffe.convert.keras_to_caffe.merging import elementwise
-
-        elementwise(ctx, operation, call, {"Add": "sum", "Subtract": "subtract", "Multiply": "prod"}.get(kind, "?"))
-        return
-    constant = args[1 - tensors[0]]
-    if np.ndim(constant) != 0:
-        raise ConversionError(f"{kind} with a non-scalar constant has no Caffe form")
-    constant = float(constant)
-    tensor_first = tensors[0] == 0
-    if kind == "Add":
-        _power(ctx, operation, call, shift=constant)
-    elif kind == "Multiply":
-        _power(ctx, operation, call, scale=constant)
-    elif kind == "Subtract":
-        _power(ctx, operation, call, scale=1.0 if tensor_first else -1.0, shift=-constant if tensor_first else constant)
-    elif tensor_first:
-        _power(ctx, operation, call, scale=1.0 / constant)
-    else:
-        raise ConversionError("a constant divided by a tensor has no exact Caffe form")
-    ctx.note(operation, ["Power"], f"keras.ops {kind.lower()} with a constant")

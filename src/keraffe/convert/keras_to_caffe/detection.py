@@ -29,7 +29,7 @@ def _caffe_aspect_ratios(expanded: list[float]) -> tuple[list[float], bool]:
     return (rest[0::2], True) if paired and rest else (rest, False)
 
 
-@keras_layer("PriorBox")
+@keras_layer("keraffe>PriorBox")
 def prior_box(ctx, operation, call):
     feature, image = (ctx.value(t) for t in call.inputs)
     name = ctx.layer_name(operation, call)
@@ -58,7 +58,7 @@ def prior_box(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, identity(3))
 
 
-@keras_layer("DetectionOutput")
+@keras_layer("keraffe>DetectionOutput")
 def detection_output(ctx, operation, call):
     """Location, confidence and priors in Caffe's order, as SSD's DetectionOutput reads them."""
     values = [ctx.value(t) for t in call.inputs]

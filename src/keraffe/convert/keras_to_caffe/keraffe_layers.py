@@ -23,46 +23,46 @@ def _unary(ctx, operation, call, type_name):
     return layer
 
 
-@keras_layer("AbsVal")
+@keras_layer("keraffe>AbsVal")
 def absval(ctx, operation, call):
     _unary(ctx, operation, call, "AbsVal")
 
 
-@keras_layer("Power")
+@keras_layer("keraffe>Power")
 def power(ctx, operation, call):
     p = _unary(ctx, operation, call, "Power").power_param
     p.power, p.scale, p.shift = operation.power, operation.scale, operation.shift
 
 
-@keras_layer("Exp")
+@keras_layer("keraffe>Exp")
 def exp(ctx, operation, call):
     p = _unary(ctx, operation, call, "Exp").exp_param
     p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
 
 
-@keras_layer("Log")
+@keras_layer("keraffe>Log")
 def log(ctx, operation, call):
     p = _unary(ctx, operation, call, "Log").log_param
     p.base, p.scale, p.shift = operation.base, operation.scale, operation.shift
 
 
-@keras_layer("Threshold")
+@keras_layer("keraffe>Threshold")
 def threshold(ctx, operation, call):
     _unary(ctx, operation, call, "Threshold").threshold_param.threshold = operation.threshold
 
 
-@keras_layer("Clip")
+@keras_layer("keraffe>Clip")
 def clip(ctx, operation, call):
     p = _unary(ctx, operation, call, "Clip").clip_param
     p.min, p.max = operation.min, operation.max
 
 
-@keras_layer("Swish")
+@keras_layer("keraffe>Swish")
 def swish(ctx, operation, call):
     _unary(ctx, operation, call, "Swish").swish_param.beta = operation.beta
 
 
-@keras_layer("WeightedSum")
+@keras_layer("keraffe>WeightedSum")
 def weighted_sum(ctx, operation, call):
     values = [ctx.value(t) for t in call.inputs]
     layout = values[0].layout
@@ -83,7 +83,7 @@ def custom_scale(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, layout)
 
 
-@keras_layer("LRN")
+@keras_layer("keraffe>LRN")
 def lrn(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -116,18 +116,18 @@ def _pooling(ctx, operation, call, method, with_mask=False):
         ctx.emit(operation, call, index, call.outputs[index], top, NHWC)
 
 
-@keras_layer("CaffePooling2D")
+@keras_layer("keraffe>CaffePooling2D")
 def caffe_pooling(ctx, operation, call):
     _pooling(ctx, operation, call, operation.method)
 
 
-@keras_layer("MaxPoolingWithMask")
+@keras_layer("keraffe>MaxPoolingWithMask")
 def max_pooling_with_mask(ctx, operation, call):
     """Caffe's MAX Pooling with its second top, the argmax mask (h * W + w) SegNet's Upsample reads."""
     _pooling(ctx, operation, call, "max", with_mask=True)
 
 
-@keras_layer("AxisScale")
+@keras_layer("keraffe>AxisScale")
 def axis_scale(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -156,7 +156,7 @@ def axis_scale(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
-@keras_layer("AxisSlice")
+@keras_layer("keraffe>AxisSlice")
 def axis_slice(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -181,7 +181,7 @@ def axis_slice(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
-@keras_layer("GroupedConv2DTranspose")
+@keras_layer("keraffe>GroupedConv2DTranspose")
 def grouped_deconv(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -199,7 +199,7 @@ def grouped_deconv(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
-@keras_layer("L2Normalize")
+@keras_layer("keraffe>L2Normalize")
 def l2_normalize(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -211,7 +211,7 @@ def l2_normalize(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
-@keras_layer("Interp")
+@keras_layer("keraffe>Interp")
 def interp(ctx, operation, call):
     value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
@@ -225,7 +225,7 @@ def interp(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC)
 
 
-@keras_layer("MVN")
+@keras_layer("keraffe>MVN")
 def mvn(ctx, operation, call):
     """Caffe's MVN normalises each item over axes 2.. (1.. across channels); the Keras axes must be those.
 
@@ -256,7 +256,7 @@ def mvn(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, value.layout)
 
 
-@keras_layer("Tile")
+@keras_layer("keraffe>Tile")
 def tile(ctx, operation, call):
     """Tiling along one axis is the same operation in any axis order: Caffe's Tile on that axis of the blob."""
     value = ctx.value(call.inputs[0])
@@ -273,7 +273,7 @@ def tile(ctx, operation, call):
 _REDUCTIONS = {"sum": "SUM", "asum": "ASUM", "sumsq": "SUMSQ", "mean": "MEAN"}
 
 
-@keras_layer("Reduction")
+@keras_layer("keraffe>Reduction")
 def reduction(ctx, operation, call):
     """Caffe's Reduction over axes ``axis``.. of the blob in Caffe's own order (the Keras layer's order too)."""
     value = ctx.value(call.inputs[0])
@@ -292,7 +292,7 @@ def reduction(ctx, operation, call):
     ctx.emit(operation, call, 0, call.outputs[0], name, identity(operation.axis))
 
 
-@keras_layer("ArgMax")
+@keras_layer("keraffe>ArgMax")
 def argmax(ctx, operation, call):
     """Caffe's ArgMax. Along one axis, that axis of the blob (any order); over everything, the blob in
     Caffe's order, since the indices count positions in Caffe's flattening."""

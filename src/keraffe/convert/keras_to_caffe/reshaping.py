@@ -1,7 +1,8 @@
 """ZeroPadding2D, Cropping2D and UpSampling2D.
 
-Caffe 1.0 has no padding layer: ZeroPadding2D is held back and absorbed by the
-convolution or pooling that reads it. Cropping is Caffe's Slice, with the cut
+Caffe 1.0 has no padding layer: ZeroPadding2D is held back as a draft, absorbed
+by the convolution or pooling that reads it, and written out exactly for any
+other reader (:mod:`keraffe.passes.absorb_zero_padding`). Cropping is Caffe's Slice, with the cut
 edges sent to a Silence layer. Nearest-neighbour upsampling is a grouped
 Deconvolution whose one-valued kernel copies each pixel into its block.
 """
@@ -13,6 +14,7 @@ import numpy as np
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.errors import ConversionError
 from keraffe.layout import NHWC
+from keraffe.passes.drafting import keep_range
 
 
 def _pairs(padding):
@@ -22,26 +24,28 @@ def _pairs(padding):
 
 @keras_layer("ZeroPadding2D")
 def zero_padding2d(ctx, operation, call):
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError("only channels_last ZeroPadding2D converts")
     if value.layout != NHWC:
         raise ConversionError("ZeroPadding2D needs an image tensor")
     out = call.outputs[0]
-    padded = ctx.zero_pad(operation.name, value, _pairs(operation.padding), ctx.caffe_shape(out, NHWC))
-    ctx.alias(out, padded)
-    ctx.note(operation, [], "no Caffe layer: the next convolution or pooling takes the padding")
+    padded = ctx.zero_pad(ctx.scoped(operation.name), value, _pairs(operation.padding), ctx.caffe_shape(out, NHWC))
+    # A draft: a pass folds it into the convolutions and poolings that read it, and writes it out for the rest.
+    ctx.emit(operation, call, 0, out, padded.blob, NHWC, non_negative=value.non_negative)
+    ctx.note(operation, [], "no Caffe layer of its own: the convolution or pooling that reads it takes the padding "
+             "(for any other reader it is written out as a depthwise convolution)")
 
 
 @keras_layer("Cropping2D")
 def cropping2d(ctx, operation, call):
-    value = ctx.value(call.inputs[0], allow_pending=True)
+    value = ctx.value(call.inputs[0])
     name = ctx.layer_name(operation, call)
     if ctx.is_padding(value):
         # Cropping padding not yet applied: it cancels padding (negative padding crops later).
         crops = tuple((-a, -b) for a, b in _pairs(operation.cropping))
-        ctx.alias(call.outputs[0], ctx.zero_pad(name, value, crops, ctx.caffe_shape(call.outputs[0], NHWC)))
-        ctx.note(operation, [], "no Caffe layer: cancels pending ZeroPadding2D")
+        cropped = ctx.zero_pad(name, value, crops, ctx.caffe_shape(call.outputs[0], NHWC))
+        ctx.emit(operation, call, 0, call.outputs[0], cropped.blob, NHWC, non_negative=value.non_negative)
         return
     if getattr(operation, "data_format", "channels_last") != "channels_last":
         raise ConversionError("only channels_last Cropping2D converts")
@@ -56,21 +60,10 @@ def cropping2d(ctx, operation, call):
         return
     for n, axis in enumerate(axes):
         begin, end = crops[axis]
-        layer = ctx.add("Slice", name if n == len(axes) - 1 else ctx.unique(f"{name}/axis{axis + 2}"), [current], [])
-        layer.slice_param.axis = axis + 2
-        tops = []
-        if begin:
-            layer.slice_param.slice_point.append(begin)
-            tops.append(ctx.unique(f"{name}/cut{axis + 2}_start"))
-            unused.append(tops[-1])
-        kept = name if n == len(axes) - 1 else ctx.unique(f"{name}/kept{axis + 2}")
-        tops.append(kept)
-        if end:
-            layer.slice_param.slice_point.append(sizes[axis] - end)
-            tops.append(ctx.unique(f"{name}/cut{axis + 2}_end"))
-            unused.append(tops[-1])
-        layer.top.extend(tops)
-        current = kept
+        last = n == len(axes) - 1
+        current = keep_range(ctx, name if last else ctx.unique(f"{name}/axis{axis + 2}"), current, axis + 2, sizes[axis],
+                             begin, end, name if last else ctx.unique(f"{name}/kept{axis + 2}"), f"{name}/cut{axis + 2}",
+                             unused)
     ctx.add("Silence", ctx.unique(f"{name}/discard"), unused, [])
     ctx.note(operation, ["Slice", "Silence"], "cropping as Slice, cut edges silenced")
     ctx.emit(operation, call, 0, call.outputs[0], name, NHWC, non_negative=value.non_negative)

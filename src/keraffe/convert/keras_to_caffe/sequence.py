@@ -11,6 +11,7 @@ from __future__ import annotations
 from keraffe.convert.keras_to_caffe import keras_layer
 from keraffe.convert.keras_to_caffe.activations import activation_name, emit_activation
 from keraffe.convert.keras_to_caffe.context import CaffeValue
+from keraffe.convert.keras_to_caffe.pooling import refuse_uneven_same_average_on_torch
 from keraffe.errors import ConversionError
 from keraffe.host_memory import weight_array
 from keraffe.layout import NLC, conv1d_kernel_to_caffe, identity
@@ -75,6 +76,8 @@ def _pool1d(ctx, operation, call, method):
     k, s = operation.pool_size[0], operation.strides[0]
     out = ctx.caffe_shape(call.outputs[0], NLC)[2]
     before = same_padding(length, k, s)[0] if operation.padding == "same" else 0
+    if method == "ave" and operation.padding == "same":
+        refuse_uneven_same_average_on_torch(operation, name, [length], [k], [s])
     plan = plan_axis(length, k, s, before, out, ctx.target.floor_pooling, None)
     if plan is None or plan.skip_start or plan.skip_end or (method == "ave" and operation.padding == "same" and plan.pad):
         raise ConversionError(f"'{name}': this 1-D pooling has no single-layer Caffe form")
