@@ -39,3 +39,9 @@ def _source(ratio, position: int, size_in: int):
     step = 1 if index < size_in - 1 else 0
     far = np.float32(real - np.float32(index))
     return index, step, np.float32(1) - far, far
+
+
+def huawei_upsample(x: np.ndarray, scale: float, stride: int) -> np.ndarray:
+    """Huawei ATC's Upsample as its operator page defines it (no Caffe build has it):
+    y[n, c, i, j] = scale * x[n, c, i / stride, j / stride], integer division (nearest)."""
+    return (np.float32(scale) * x.repeat(stride, axis=2).repeat(stride, axis=3)).astype(np.float32)

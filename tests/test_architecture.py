@@ -23,7 +23,7 @@ LAYERS = (
     ("files", "limits"),
     ("caffe", "layout", "windows", "keras_graph", "host_memory"),
     ("keras_layers", "keras_legacy", "passes"),
-    ("keras_io",),
+    ("keras_io", "targets"),  # targets: NPU toolchain profiles, their rules over Caffe nets, and fitting
     ("convert", "pruning"),
     ("verify",),
     ("api",),  # keraffe/__init__.py: the public functions

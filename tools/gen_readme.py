@@ -12,6 +12,10 @@ and is rewritten here, never by hand:
 * ``pruning``, ``structured``: examples/simple_classifier.py's and bench/structured_*.py's results;
 * ``speed``: bench/results/*.json;
 * ``fuzz``: bench/results/fuzz.json and fuzz_bounded.json (bench/fuzz.py, ``make fuzz``).
+* ``targets``: bench/results/targets.json (bench/targets.py).
+
+docs/targets.md's tables (each NPU target's rules and the rewrites) come from
+``keraffe.targets`` the same way.
 
 A table whose input file is missing says which command produces it.
 
@@ -303,13 +307,116 @@ def _ratio(value) -> str:
     return "n/a" if value is None else f"{value:#.3g}"
 
 
+def _target_cell(entry: dict | None) -> str:
+    if entry is None:
+        return "n/a"
+    if entry["status"] in ("refused", "fit failed"):
+        return f"{entry['status']}: {entry['reason'].replace('|', '/')[:90]}"
+    check = "passes" if entry["status"] == "passes" else f"fails: {entry['violations']}"
+    if not entry.get("rewrites") and "caffe_layers" not in entry:
+        return f"{check}; unchanged"  # a zoo Caffe net no rewrite touched: the same net
+    if "max_rel_error" in entry:
+        agree = f"{entry['max_rel_error']:.1e}" + ("" if entry.get("agrees") else " (MISMATCH)")
+    else:
+        agree = f"not run: {entry.get('verify_error', '')[:60]}"
+    rewrites = ", ".join(f"{name} x{count}" for name, count in sorted(entry.get("rewrites", {}).items()))
+    return f"{check}; {agree}" + (f"; {rewrites}" if rewrites else "")
+
+
+def targets() -> str:
+    path = RESULTS / "targets.json"
+    data = _load(path)
+    if data is None:
+        return _missing(path, "python bench/targets.py")
+    names = data["targets"]
+    rows = [f"Each net exported (or, for the zoo's Caffe nets, fitted Caffe -> Caffe as `keraffe check --fix` does) "
+            f"for each NPU target, then checked against the target's rules (docs/targets.md). A cell says whether "
+            f"the result passes `keraffe check` (or the rules it breaks, with the number of layers), its largest "
+            f"relative error in real Caffe (against Keras over every compared blob; for zoo Caffe nets, each "
+            f"rewritten layer's output against the original layer's, fed the original run's values), and the exact "
+            f"rewrites applied.", ""]
+    parts = (("applications", "keras.applications model (weights=None, seeded)"),
+             ("zoo_keras", "zoo Keras file"))
+    plural = {"applications": "keras.applications models", "zoo_keras": "zoo Keras files",
+              "zoo_caffe": "zoo Caffe nets"}
+    summary = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for part in plural:
+        entries = data.get(part, {})
+        if not entries:
+            continue
+        cells = []
+        for target in names:
+            got = [row[target] for row in entries.values() if target in row]
+            passing = sum(1 for e in got if e["status"] == "passes")
+            agree = sum(1 for e in got if e.get("agrees"))
+            cells.append(f"{passing}/{len(got)} pass, {agree}/{len(got)} agree")
+        summary.append(f"| {plural[part]} | " + " | ".join(cells) + " |")
+    rows += summary
+    for part, label in parts:
+        entries = data.get(part, {})
+        if not entries:
+            continue
+        rows += ["", f"| {label} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for name, row in entries.items():
+            rows.append(f"| {name} | " + " | ".join(_target_cell(row.get(t)) for t in names) + " |")
+    entries = data.get("zoo_caffe", {})
+    shown = {name: row for name, row in entries.items()
+             if any(row.get(t, {}).get("status") != "passes" or not row.get(t, {}).get("agrees") for t in names)}
+    if entries:
+        rewritten = sum(1 for row in entries.values() if any(row.get(t, {}).get("rewrites") for t in names))
+        rows += ["", f"Zoo Caffe nets (those `tests/convert/caffe_to_keras/test_zoo.py` verifies in real Caffe): "
+                 f"{len(entries) - len(shown)} of {len(entries)} pass every target and compute the same "
+                 f"({rewritten} of them after keraffe's rewrites for at least one target); the others:", "",
+                 "| zoo Caffe net | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for name, row in sorted(shown.items()):
+            rows.append(f"| {name} | " + " | ".join(_target_cell(row.get(t)) for t in names) + " |")
+    return "\n".join(rows)
+
+
+def target_rules(name: str):
+    def build() -> str:
+        from keraffe.targets import get_profile
+
+        profile = get_profile(name)
+        rows = ["| rule | applies to | rule (as the source states it) | source | conf. | severity | keraffe's fix |",
+                "|---|---|---|---|---|---|---|"]
+        for rule in profile.rules:
+            fix = f"`{rule.fix}`" + (f"; otherwise: {rule.remedy}" if rule.remedy else "") if rule.fix else rule.remedy
+            cells = (rule.id, rule.scope, rule.text, rule.source, rule.confidence, rule.severity, fix)
+            rows.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        rows += ["", f"Layer types taken ({len(profile.layer_types)}): " + ", ".join(sorted(profile.layer_types)) + ".",
+                 "", f"Rewrites, in the order keraffe applies them: " + ", ".join(f"`{r}`" for r in profile.rewrites)
+                 + ".", "", "Channel multiple: " + (f"{profile.channel_multiple} ({profile.channel_note}); "
+                 "`keraffe prune --target` rounds to it by default." if profile.channel_multiple else
+                 f"none ({profile.channel_note}); `keraffe prune --target` keeps `--round-to 1`.")]
+        return "\n".join(rows)
+
+    return build
+
+
+def target_rewrites() -> str:
+    from keraffe.targets import profiles
+    from keraffe.targets.fit import REWRITES
+
+    used = {name: [p for p, profile in profiles().items() if name in profile.rewrites] for name in REWRITES}
+    rows = ["| rewrite (pass module in `src/keraffe/passes/`) | what it does | targets |", "|---|---|---|"]
+    for name, rewrite in REWRITES.items():
+        rows.append(f"| `{name}` | {rewrite.description} | {', '.join(used[name])} |")
+    return "\n".join(rows)
+
+
 TABLES = {"demo": demo, "caffe-layers": caffe_layers, "keras-layers": keras_layers, "zoo": zoo, "applications": applications,
           "keras-hub": keras_hub,
-          "pruning": pruning, "structured": structured, "speed": speed, "fuzz": fuzz}
+          "pruning": pruning, "structured": structured, "speed": speed, "fuzz": fuzz, "targets": targets}
+
+#: docs/targets.md: each target's rules and the rewrites, from keraffe.targets.
+TARGET_DOC = REPO / "docs" / "targets.md"
+TARGET_TABLES = {"target-rules-nnie": target_rules("nnie"), "target-rules-ascend": target_rules("ascend"),
+                 "target-rules-rknn": target_rules("rknn"), "target-rewrites": target_rewrites}
 
 
-def render(text: str) -> str:
-    for name, build in TABLES.items():
+def render(text: str, tables=None) -> str:
+    for name, build in (tables or TABLES).items():
         pattern = re.compile(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table:{name} -->)", re.S)
         text = pattern.sub(lambda m: m.group(1) + build() + "\n" + m.group(2), text)
     return text
@@ -320,14 +427,19 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not up to date")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
-    current = README.read_text()
-    updated = render(current)
-    if args.check:
-        if updated != current:
-            print("README.md tables are out of date: run python tools/gen_readme.py")
-            return 1
-        return 0
-    README.write_text(updated)
+    stale = []
+    for path, tables in ((README, TABLES), (TARGET_DOC, TARGET_TABLES)):
+        current = path.read_text()
+        updated = render(current, tables)
+        if updated == current:
+            continue
+        if args.check:
+            stale.append(str(path.relative_to(REPO)))
+        else:
+            path.write_text(updated)
+    if stale:
+        print(f"{', '.join(stale)}: tables are out of date: run python tools/gen_readme.py")
+        return 1
     return 0
 
 

@@ -52,7 +52,9 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
     """Convert a Keras model into a Caffe prototxt and caffemodel that compute exactly the same thing.
 
     ``target`` is "caffe1" (Caffe 1.0 layer types only, the default), "caffe"
-    (BVLC master) or "opencv" (OpenCV 4.x DNN). ``input_shape`` is Caffe's
+    (BVLC master), "opencv" (OpenCV 4.x DNN), or an NPU toolchain: "nnie",
+    "ascend" or "rknn" (the result is fitted to it by exact rewrites and
+    checked; the check is ``export.target_check``, see docs/targets.md). ``input_shape`` is Caffe's
     (N, C, H, W) for models whose input size is open. The caffemodel goes next
     to the prototxt unless given, and the tensor map (which Keras tensor holds
     which blob, for ``verify``) beside it as NET.keraffe.json. Returns the

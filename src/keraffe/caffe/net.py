@@ -481,3 +481,56 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
             f"the weights file calls its net '{weights.net_name}', the prototxt '{net.name}'; "
             "weights are matched by layer name"
         )
+
+
+def infer_known_shapes(net: CaffeNet) -> list[str]:
+    """Infer shapes layer by layer as far as keraffe has rules; returns the layers where they stop.
+
+    For readers that take any net (``keraffe check``): a layer type without
+    a shape rule leaves its tops, and what is computed from them, unknown.
+    """
+    from keraffe.caffe.shapes import has_rule
+
+    stopped: list[str] = []
+    for node in net.layers:
+        bottoms = [net.shapes.get(t) for t in node.inputs]
+        if any(b is None for b in bottoms):
+            continue
+        if not has_rule(node.type):
+            stopped.append(f"'{node.name}' ({node.type})")
+            continue
+        try:
+            node.shapes = infer_layer(node.param, bottoms)
+        except ShapeError as error:
+            raise ShapeError(f"{net.source}: layer '{node.name}' ({node.type}): {error}") from None
+        for tensor, shape in zip(node.outputs, node.shapes.tops):
+            net.shapes[tensor] = shape
+    return stopped
+
+
+def net_from_parameter(
+    net: pb.NetParameter,
+    weights: Mapping[str, Sequence[np.ndarray]] | None = None,
+    source: str = "<net>",
+    partial: bool = False,
+) -> CaffeNet:
+    """A :class:`CaffeNet` from a deploy NetParameter held in memory (V2 layers, Input layers), shapes inferred.
+
+    What a Caffe -> Caffe pipeline needs between two passes: the rewritten
+    net as a graph again, with each layer's weights (arrays keyed by layer
+    name, in Caffe's blob shapes) attached as they are. ``partial`` accepts
+    layer types without a shape rule (see :func:`infer_known_shapes`).
+    """
+    if len(net.layers) or len(net.input):
+        raise CaffeFormatError(f"{source}: net_from_parameter expects an upgraded deploy net (V2 layers, Input layers)")
+    nodes, inputs, outputs = _build_graph(net, source)
+    result = CaffeNet(net.name, source, nodes, {}, inputs, outputs, [], _shared_params(net))
+    if partial:
+        infer_known_shapes(result)
+    else:
+        check_known_types(result)
+        _infer_shapes(result)
+    for node in result.layers:
+        if weights and node.name in weights:
+            node.weights = [np.asarray(w, dtype=np.float32) for w in weights[node.name]]
+    return result

@@ -5,12 +5,14 @@ keep their Keras names. The default target, caffe1, uses only Caffe 1.0 layer
 types, so the result loads in any Caffe and in vendor NPU toolchains; layers
 with no Caffe 1.0 equivalent are built exactly from Caffe 1.0 layers, and the
 report says how. Anything Caffe cannot compute exactly is refused, never
-approximated.
+approximated. For an NPU toolchain (--target nnie, ascend or rknn) the net is
+then fitted to the toolchain by exact rewrites and checked against its rules
+(as ``keraffe check`` does); the command exits 1 when the check finds errors.
 """
 
 from __future__ import annotations
 
-from keraffe.cli.options import add_input_shape_option, input_shapes_from
+from keraffe.cli.options import add_input_shape_option, add_target_option, input_shapes_from, print_target_check
 
 HELP = "convert a Keras 3 model to a Caffe net"
 
@@ -19,8 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="the .keras or .h5 model")
     parser.add_argument("-o", "--output", required=True, help="the prototxt to write")
     parser.add_argument("--weights-out", help="the caffemodel to write (default: next to the prototxt)")
-    parser.add_argument("--target", choices=["caffe1", "caffe", "opencv"], default="caffe1",
-                        help="caffe1: Caffe 1.0 layers only (default); caffe: BVLC master; opencv: OpenCV 4.x DNN")
+    add_target_option(parser, "what the net is for")
     add_input_shape_option(parser)
 
 
@@ -38,4 +39,4 @@ def run(args) -> int:
         for item in export.report:
             made = ", ".join(item.caffe_layers) or "no layer"
             print(f"  {item.keras_layer} ({item.keras_class}) -> {made}: {item.note}")
-    return 0
+    return print_target_check(export)

@@ -23,6 +23,7 @@ COMMANDS = {
     "keras2caffe": "keras2caffe_cmd",
     "verify": "verify_cmd",
     "prune": "prune_cmd",
+    "check": "check_cmd",
 }
 
 

@@ -60,3 +60,30 @@ def add_max_elements_option(parser: argparse.ArgumentParser) -> None:
         help=f"most values keraffe allocates for one tensor a file declares, and for a model's weights in all "
              f"(default {DEFAULT_MAX_ELEMENTS:,}); larger declarations are refused before allocating",
     )
+
+
+def add_target_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """--target: caffe1 (default), caffe, opencv, or an NPU toolchain (nnie, ascend, rknn; see docs/targets.md)."""
+    from keraffe.convert.keras_to_caffe.targets import TARGETS
+
+    parser.add_argument(
+        "--target", choices=list(TARGETS), default="caffe1",
+        help=f"{what}: caffe1: Caffe 1.0 layers only (default); caffe: BVLC master; opencv: OpenCV 4.x DNN; "
+             "nnie, ascend, rknn: the NPU toolchain's layers, fitted to its limits by exact rewrites and checked "
+             "(see keraffe check and docs/targets.md)",
+    )
+
+
+def print_target_check(export) -> int:
+    """Print an NPU target's rewrites and check; 1 when the check found errors (the files are written either way)."""
+    if export.target_check is None:
+        return 0
+    for note in export.target_notes:
+        print(f"  target {export.target}: {note}")
+    report = export.target_check
+    print(report.render(), end="")
+    if not report.clean:
+        print(f"the net is exact Caffe, but target {export.target}'s toolchain will refuse it "
+              f"({len(report.errors)} error(s) above)")
+        return 1
+    return 0

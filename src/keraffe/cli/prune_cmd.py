@@ -8,6 +8,10 @@ the net to Keras, prunes it, fine-tunes it when --data is given, and exports
 it back to Caffe (SMALL.caffemodel next to the prototxt unless
 --weights-out).
 
+With --target nnie, ascend or rknn the export is fitted to that NPU toolchain
+and checked (see ``keraffe check``), and --round-to defaults to the channel
+multiple the toolchain's vendor documents (16 for ascend; 1 where none is).
+
 --data is an .npz with x_train and y_train (integer labels), and optionally
 x_test and y_test to report accuracy before and after. Images are in the
 model's own order: NHWC for a Keras model, Caffe's NCHW for a Caffe net.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keraffe.cli.options import add_input_shape_option, input_shapes_from
+from keraffe.cli.options import add_input_shape_option, add_target_option, input_shapes_from, print_target_check
 
 HELP = "remove whole channels (structured pruning) from a Keras model or a Caffe net"
 
@@ -35,7 +39,9 @@ def add_arguments(parser) -> None:
                         help="MACs to reach: a count, or a fraction (<= 1) of the model's")
     parser.add_argument("--importance", default="l1", choices=["l1", "l2", "bn_gamma", "taylor"],
                         help="how channels are ranked (default l1; taylor needs --data)")
-    parser.add_argument("--round-to", type=int, default=1, help="keep a multiple of this many channels per group")
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="keep a multiple of this many channels per group (default: the channel multiple of "
+                             "--target's NPU where its vendor documents one, e.g. 16 for ascend; else 1)")
     parser.add_argument("--min-channels", type=int, default=1, help="fewest channels a group keeps (default 1)")
     parser.add_argument("--exclude", action="append", default=[], metavar="LAYER",
                         help="a layer whose channels stay (repeatable)")
@@ -43,8 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs when --data is given (default 3)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tuning learning rate (Adam)")
-    parser.add_argument("--target", choices=["caffe1", "caffe", "opencv"], default="caffe1",
-                        help="Caffe export target for a Caffe net (default caffe1)")
+    add_target_option(parser, "the Caffe export of a pruned Caffe net")
     parser.add_argument("--verify", action="store_true",
                         help="compare the exported Caffe net with the pruned Keras model (real Caffe, else OpenCV)")
     parser.add_argument("--report", action="store_true",
@@ -112,8 +117,9 @@ def run(args) -> int:
     if args.importance == "taylor" and data is None:
         raise KeraffeError("--importance taylor needs --data: channels are ranked by gradients on it")
     sample = (data["x_train"][:512], data["y_train"][:512]) if data is not None else None
+    round_to = round_to_for(args, caffe)
     plan = plan_channels(model, args.ratio, target_macs=args.target_macs, importance=args.importance, data=sample,
-                         round_to=args.round_to, min_channels=args.min_channels, exclude=args.exclude)
+                         round_to=round_to, min_channels=args.min_channels, exclude=args.exclude)
     result = plan.apply()
     pruned = result.model
     print(f"{source}: {model.count_params():,} -> {pruned.count_params():,} parameters")
@@ -132,8 +138,9 @@ def run(args) -> int:
                 print(f", after {args.epochs} epoch(s) of fine-tuning "
                       f"{_accuracy(pruned, data[test[0]], data[test[1]]):.2f}%", end="")
         print()
+    status = 0
     if caffe:
-        _export(pruned, args)
+        status = _export(pruned, args)
     else:
         from keraffe.keras_io import save_keras_model
 
@@ -143,10 +150,27 @@ def run(args) -> int:
         from keraffe.verify.latency import deployment_report
 
         print(deployment_report(model, pruned).render(), end="")
-    return 0
+    return status
 
 
-def _export(pruned, args) -> None:
+def round_to_for(args, caffe: bool) -> int:
+    """--round-to as given, else (for a Caffe net) the channel multiple its target's NPU vendor documents, else 1."""
+    if args.round_to is not None:
+        return args.round_to
+    if not caffe:
+        return 1
+    from keraffe.targets import TARGET_NAMES, get_profile
+
+    if args.target in TARGET_NAMES:
+        multiple = get_profile(args.target).channel_multiple
+        if multiple:
+            print(f"--round-to {multiple}: target {args.target}'s channel multiple "
+                  f"({get_profile(args.target).channel_note})")
+            return multiple
+    return 1
+
+
+def _export(pruned, args) -> int:
     import keraffe
     from keraffe.caffe.net import load_net
     from keraffe.errors import KeraffeError
@@ -154,8 +178,9 @@ def _export(pruned, args) -> None:
 
     export = keraffe.keras_to_caffe(pruned, args.output, args.weights_out, target=args.target)
     print(f"wrote {export.prototxt} and {export.caffemodel} (target {args.target})")
+    status = print_target_check(export)
     if not args.verify:
-        return
+        return status
     from keraffe.verify.caffe_runtime import pycaffe_available
 
     runtime = "caffe" if pycaffe_available() else "opencv"
@@ -164,3 +189,4 @@ def _export(pruned, args) -> None:
     print(f"verify ({runtime}): largest relative error {report.max_rel:.2e}, {'ok' if report.ok else 'FAILED'}")
     if not report.ok:
         raise KeraffeError(f"the exported net differs from the pruned Keras model in {runtime}")
+    return status

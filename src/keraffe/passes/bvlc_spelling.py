@@ -22,7 +22,8 @@ compute the same thing:
 - PSPNet's BN (slope, bias, mean, variance) is BatchNorm then Scale; SegNet's
   BN in inference mode (scale, shift) is a Scale.
 - SegNet's Upsample (data and pooling mask) is brocolli's MaxUnPool, which
-  writes each value where the mask says, on an output of the given size.
+  writes each value where the mask says, on an output of the given size;
+  Huawei's nearest Upsample ``scale: 1 stride: k`` is the forks' ``scale: k``.
 - The Synopsys fork's Squeeze is a Reshape to its output shape, and its
   Reshape with ``pixelshuffler`` is brocolli's PixelShuffle (PyTorch's).
 - The Synopsys fork's Mul (a product broadcast as NumPy does) is a Tile of
@@ -42,8 +43,8 @@ import numpy as np
 from keraffe.caffe.interp import interp_matrix
 from keraffe.caffe.net import CaffeNet, LayerNode
 from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.passes.depthwise_as_grouped import DEPTHWISE_ALIASES, as_grouped_convolution
 
-DEPTHWISE_ALIASES = frozenset({"DepthwiseConvolution", "ConvolutionDepthwise"})
 
 Weights = dict[str, list[np.ndarray]]
 
@@ -125,14 +126,8 @@ def _relu6(net, node, layer, weights, result) -> bool:
 
 
 def _depthwise(net, node, layer, weights, result) -> bool:
-    from keraffe.caffe.shapes.conv import conv_geometry
-
-    geometry = conv_geometry(node.param, net.shapes[node.inputs[0]])
     copy = result.layer.add()
-    copy.CopyFrom(layer)
-    copy.type = "Convolution"
-    copy.convolution_param.group = geometry.group
-    copy.convolution_param.num_output = geometry.num_output
+    copy.CopyFrom(as_grouped_convolution(net, node, layer))
     _tidy_params(node, copy)
     return True
 
@@ -204,10 +199,22 @@ def _interp(net, node, layer, weights, result) -> bool:
 
 def _segnet_upsample(net, node, layer, weights, result) -> bool:
     if len(layer.bottom) != 2:
-        return False  # the YOLO forks' nearest-neighbour Upsample, which brocolli's Caffe has
+        return _huawei_upsample(layer, result)
     _, _, height, width = net.shapes[node.outputs[0]]
     unpool = result.layer.add(name=layer.name, type="MaxUnPool", bottom=list(layer.bottom), top=list(layer.top))
     unpool.max_unpool_param.dst_h, unpool.max_unpool_param.dst_w = height, width
+    return True
+
+
+def _huawei_upsample(layer, result) -> bool:
+    """Huawei's ``scale: 1 stride: k`` is the YOLO forks' (and brocolli's) ``scale: k``."""
+    param = layer.upsample_param
+    if not param.HasField("stride") or param.scale != 1:
+        return False  # the YOLO forks' nearest-neighbour Upsample, which brocolli's Caffe has
+    copy = result.layer.add()
+    copy.CopyFrom(layer)
+    copy.upsample_param.ClearField("stride")
+    copy.upsample_param.scale = param.stride
     return True
 
 

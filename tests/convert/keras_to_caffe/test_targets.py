@@ -136,7 +136,7 @@ def test_target_names_are_checked(tmp_path):
     from keraffe.errors import KeraffeError
 
     model = keras.Model(x := keras.Input((3,)), L.Dense(2)(x))
-    with pytest.raises(KeraffeError, match="target must be one of caffe1, caffe, opencv, received 'tensorrt'"):
+    with pytest.raises(KeraffeError, match="target must be one of caffe1, caffe, opencv, nnie, ascend, rknn, received 'tensorrt'"):
         keraffe.keras_to_caffe(model, tmp_path / "m.prototxt", target="tensorrt")
     assert not (tmp_path / "m.prototxt").exists()
 

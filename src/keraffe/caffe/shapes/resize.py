@@ -29,7 +29,8 @@ def upsample(layer, bottoms):
             scale_w = param.scale_w if param.HasField("scale_w") else param.scale
             out = (height * scale_h - int(param.pad_out_h), width * scale_w - int(param.pad_out_w))
         return LayerShapes((bottom[:2] + out,))
-    scale = param.scale
+    # Huawei ATC's spelling (Ascend): `stride` is the factor and `scale` multiplies the values.
+    scale = param.stride if param.HasField("stride") else param.scale
     if param.dims_num == 3:
         return LayerShapes((bottom[:-1] + (bottom[-1] * scale,),))
     if len(bottom) < 2:

@@ -26,7 +26,13 @@ def upsample(ctx, node):
         return
     if param.dims_num != 4:
         raise ConversionError(f"layer '{node.name}' (Upsample): only 4-axis (dims_num 4) upsampling converts")
-    layer = keras.layers.UpSampling2D(size=param.scale, interpolation="nearest", name=name)
+    size = param.scale
+    if param.HasField("stride"):  # Huawei ATC's spelling: `stride` is the factor, `scale` multiplies values
+        if param.scale != 1:
+            raise ConversionError(f"layer '{node.name}' (Upsample): Huawei's form with scale {param.scale} "
+                                  "(values multiplied) does not convert; only scale 1 does")
+        size = param.stride
+    layer = keras.layers.UpSampling2D(size=size, interpolation="nearest", name=name)
     ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
 
 

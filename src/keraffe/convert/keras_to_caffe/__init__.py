@@ -44,6 +44,9 @@ class CaffeExport:
     tensor_map: object
     report: list
     target: str
+    #: For an NPU target: what its rewrites changed, and its check of the result (keraffe.targets).
+    target_notes: list = dataclasses.field(default_factory=list)
+    target_check: object = None
 
 
 def operation_kind(operation) -> str:
@@ -216,7 +219,12 @@ def check_supported(model, target=None) -> None:
 
 
 def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeExport:
-    """Convert an in-memory Keras model into a Caffe net for ``target`` (caffe1, caffe or opencv)."""
+    """Convert an in-memory Keras model into a Caffe net for ``target`` (caffe1, caffe, opencv, nnie, ascend, rknn).
+
+    For an NPU target the result is fitted to the toolchain and checked; the
+    check is on ``target_check`` (violations are reported, not raised: the
+    net is exact Caffe either way).
+    """
     from keraffe.convert.keras_to_caffe.context import KerasToCaffeContext
     from keraffe.convert.keras_to_caffe.targets import get_target
     from keraffe.passes import run_keras_to_caffe_passes
@@ -240,7 +248,25 @@ def convert_model(model, target: str = "caffe1", batch_size: int = 1) -> CaffeEx
         operation = ctx.origin[layer_name]
         problems.append(f"  {operation.name} ({operation_kind(operation)}): {error}")
     _raise_if_inexact(unsupported, problems, target)
-    return CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
+    export = CaffeExport(ctx.net, ctx.weights, ctx.map, ctx.report, target)
+    if chosen.profile is not None:
+        _fit_to_profile(export, chosen.profile, model.name)
+    return export
+
+
+def _fit_to_profile(export: CaffeExport, name: str, source: str) -> None:
+    """An NPU target's exact rewrites on the export, then its check (the blobs keep their names: the map holds)."""
+    from keraffe.caffe.net import net_from_parameter
+    from keraffe.targets import get_profile
+    from keraffe.targets.check import check_net
+    from keraffe.targets.fit import fit_net
+
+    profile = get_profile(name)
+    fitted = fit_net(net_from_parameter(export.net, export.weights, f"Keras model '{source}'"), profile)
+    export.net = fitted.net.to_net_parameter()
+    export.weights = fitted.net.weight_arrays()
+    export.target_notes = fitted.notes
+    export.target_check = check_net(fitted.net, profile)
 
 
 def _output_blobs(ctx, model) -> list[str]:

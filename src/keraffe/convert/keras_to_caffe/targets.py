@@ -5,7 +5,9 @@ build, vendor NPU toolchain and converter knows. Pooling there always rounds
 up. ``caffe`` is BVLC master, which adds Clip, Swish and pooling's round_mode.
 ``opencv`` is what OpenCV 4.x's Caffe importer runs: the forks' ReLU6, Interp,
 Permute and Normalize, pooling's ``ceil_mode``, but not Caffe's Bias,
-Threshold, Tile, Reduction, DummyData or Parameter layers.
+Threshold, Tile, Reduction, DummyData or Parameter layers. ``nnie``, ``ascend``
+and ``rknn`` are NPU toolchains (:mod:`keraffe.targets`): the Caffe 1.0 types
+each one lists, then its exact rewrites and its check.
 """
 
 from __future__ import annotations
@@ -13,13 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from keraffe.caffe.prototxt import Dialect
-
-CAFFE_1_0_TYPES = frozenset({
-    "AbsVal", "ArgMax", "BNLL", "BatchNorm", "Bias", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout",
-    "DummyData", "ELU", "Eltwise", "Embed", "Exp", "Flatten", "InnerProduct", "Input", "LRN", "LSTM", "Log", "MVN",
-    "Parameter", "Pooling", "Power", "PReLU", "RNN", "ReLU", "Reduction", "Reshape", "Scale", "Sigmoid", "Silence",
-    "Slice", "Softmax", "Split", "TanH", "Threshold", "Tile",
-})
+from keraffe.caffe.releases import CAFFE_1_0_TYPES
 
 OPENCV_TYPES = frozenset({
     "AbsVal", "BNLL", "BatchNorm", "Concat", "Convolution", "Crop", "Deconvolution", "Dropout", "ELU", "Eltwise",
@@ -37,6 +33,8 @@ class Target:
     #: Pooling can round down (round_mode FLOOR / ceil_mode false).
     floor_pooling: bool
     description: str
+    #: The NPU toolchain profile (keraffe.targets) whose rewrites and check run on the result, if any.
+    profile: str | None = None
 
     def allows(self, *types: str) -> bool:
         return all(t in self.layer_types for t in types)
@@ -50,6 +48,23 @@ TARGETS = {
     "opencv": Target("opencv", OPENCV_TYPES, Dialect.FORK, True,
                      "what OpenCV 4.x DNN imports, fork layers (ReLU6, Interp, Permute) included"),
 }
+
+
+
+def _npu_targets() -> dict[str, Target]:
+    """nnie, ascend and rknn: the Caffe 1.0 subset each toolchain lists, pooling rounding up as in Caffe 1.0.
+
+    Which rounding flag a vendor's parser reads is undocumented, so none is
+    written; :mod:`keraffe.targets.fit` then makes the result fit the
+    toolchain and :mod:`keraffe.targets.check` reports what does not.
+    """
+    from keraffe.targets import profiles
+
+    return {name: Target(name, profile.keras_export_types, Dialect.BVLC, False, profile.description, name)
+            for name, profile in profiles().items()}
+
+
+TARGETS.update(_npu_targets())
 
 
 def get_target(name: str) -> Target:
