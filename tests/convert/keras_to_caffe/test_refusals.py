@@ -130,9 +130,9 @@ def test_target_without_a_needed_layer_type():
     assert message_of(model, "opencv", ConversionError) == (
         "2 Keras layer(s) cannot be expressed exactly for target 'opencv':\n"
         "  bias_add (Add): a Bias layer is needed for 'bias_add', and target 'opencv' has no Bias (targets 'caffe1', "
-        "'caffe' have it)\n"
+        "'caffe', 'nnie', 'ascend' have it)\n"
         "  thresholded (ReLU): a Threshold layer is needed for 'thresholded/above', and target 'opencv' has no "
-        "Threshold (targets 'caffe1', 'caffe' have it)")
+        "Threshold (targets 'caffe1', 'caffe', 'nnie', 'ascend' have it)")
     convert_model(model, "caffe1")  # Caffe 1.0 has both
 
 
