@@ -417,6 +417,9 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
                 arrays.append(blob.data)
             elif blob.legacy and _legacy_matches(want, blob.shape):
                 arrays.append(blob.data.reshape(want))
+            elif {want, blob.shape} == {(), (1,)}:
+                # One value, spelled as a scalar (Caffe writes no shape) or as a vector of one (other writers).
+                arrays.append(blob.data.reshape(want))
             else:
                 raise ShapeError(
                     f"{source}: layer '{node.name}' ({node.type}) blob {i} should have shape {want}, "
