@@ -20,18 +20,21 @@ from keraffe.errors import KeraffeError  # noqa: E402
 __version__ = "0.1.0"
 
 
-def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=()):
+def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=(), caffe_proto=None):
     """Convert a Caffe net (and its weights) into a Keras 3 model that computes the same thing.
 
     ``input_shape`` gives the input's (N, C, H, W), or a dict of them by input
     name; train/val nets need it. Without ``caffemodel`` the model keeps Keras'
     own initialisation. The returned model carries ``keraffe_tensor_map``, the
     record of which Keras tensor holds which Caffe blob in which layout.
+    ``caffe_proto`` is the caffe.proto of the fork the net was written for
+    (keraffe.caffe.fork_schema).
     """
     from keraffe.caffe.net import load_net
     from keraffe.convert.caffe_to_keras import check_supported, convert_net
 
-    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported)
+    net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported,
+                   caffe_proto=caffe_proto)
     model, tensor_map = convert_net(net, release_weights=True)
     model.keraffe_tensor_map = tensor_map
     return model
@@ -64,7 +67,7 @@ def keras_to_caffe(model_or_path, prototxt, caffemodel=None, target: str = "caff
 
 
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
-           input_shape=None):
+           input_shape=None, caffe_proto=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify)."""
     from keraffe.caffe.net import load_net
     from keraffe.keras_io import load_keras_model
@@ -72,10 +75,20 @@ def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime=
 
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model)
-    net = load_net(prototxt, weights, input_shape)
+    net = load_net(prototxt, weights, input_shape, caffe_proto=caffe_proto)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = read_inputs(inputs, net)
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
 
 
-__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "verify"]
+def register_caffe_layer(type_name=None, *, python_layer=None, output_shapes=None, weight_shapes=None):
+    """Teach Caffe -> Keras a layer type of your own, or a Python layer by module and class (a decorator).
+
+    See keraffe.convert.caffe_to_keras.plugins.register_caffe_layer and docs/caffe_plugins.md.
+    """
+    from keraffe.convert.caffe_to_keras.plugins import register_caffe_layer as register
+
+    return register(type_name, python_layer=python_layer, output_shapes=output_shapes, weight_shapes=weight_shapes)
+
+
+__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "register_caffe_layer", "verify"]

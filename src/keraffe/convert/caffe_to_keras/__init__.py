@@ -37,8 +37,8 @@ def check_supported(net: CaffeNet) -> None:
     load_handlers()
     # Before shape inference a type needs a shape rule too; after it, layers the graph passes
     # made (keraffe.BatchNormScale) have their shapes already.
-    refuse_layer_types(net, lambda node: node.type in HANDLERS and (node.shapes is not None or has_rule(node.type)),
-                       "cannot convert to Keras")
+    refuse_layer_types(net, lambda node: node.kind in HANDLERS and (node.shapes is not None or has_rule(node.kind)),
+                       "cannot convert to Keras", refuse_foreign_fields=True)
 
 
 def model_outputs(net: CaffeNet):
@@ -84,7 +84,7 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
         ctx.fused(tensor, producer, fused_into)
     inputs = []
     for node in net.layers:
-        HANDLERS.get(node.type)(ctx, node)
+        HANDLERS.get(node.kind)(ctx, node)
         if release_weights:
             node.weights = None
         if node.type == "Input":
