@@ -177,7 +177,21 @@ def load_net(
     if weights is not None:
         loaded = weights if isinstance(weights, CaffeWeights) else read_weights(weights)
         bind_weights(result, loaded)
+    _parameters_fed_from_outside(result)
     return result
+
+
+def _parameters_fed_from_outside(net: CaffeNet) -> None:
+    """A Parameter layer with no blob in the weights is an input of the net.
+
+    Caffe would give it zeros (a fresh blob), which no net means: such layers
+    stand for values fed from outside (DAN's, converted from TensorFlow
+    placeholders), which a pycaffe user writes into the layer's blob.
+    """
+    for node in net.layers:
+        if node.type == "Parameter" and node.weights is None and node.outputs[0] not in net.inputs:
+            net.inputs.append(node.outputs[0])
+            net.notes.append(f"Parameter layer '{node.name}' has no blob in the weights: it is an input of the net")
 
 
 # ------------------------------------------------------------------ phase filtering
@@ -428,6 +442,8 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
         # Caffe gives a layer name's weights to the first layer of that name only.
         entry = weights.layers.get(node.name) if node.name not in used else None
         if entry is None or not entry.blobs:
+            if node.type == "Parameter":
+                continue  # fed from outside: an input of the net (see _parameters_fed_from_outside)
             if expected and not all((node.name, i) in net.shared_params for i in range(len(expected))):
                 wanted = ", ".join(str(s) for s in expected)
                 raise ShapeError(

@@ -132,6 +132,18 @@ def default_layout(rank: int) -> Layout:
 #: Layout of keraffe's DetectionOutput tensor.
 DETECTIONS = Layout((0, 1, 2), detections=True)
 
+#: Region proposals (Faster R-CNN's rois): Caffe holds (R, 5) rows [image, x1, y1, x2, y2], R known only after
+#: the forward pass. Keras holds a fixed number of rows per image, each image's proposals first and the rest
+#: rows of -1 (the DETECTIONS convention), in Caffe's axis order. Every blob computed row by row from them
+#: (ROI pooling, the classifier after it) has one row per proposal row, padding included; the tensor map
+#: records which proposals select its rows (MapEntry.rows_of), and :func:`proposal_rows` says which are real.
+PROPOSALS = identity(2)
+
+
+def proposal_rows(proposals: np.ndarray) -> np.ndarray:
+    """Which rows of keraffe's proposals tensor hold a proposal (the others are -1 padding)."""
+    return np.asarray(proposals)[:, 0] >= 0
+
 
 def flattened_nhwc(chw: tuple[int, int, int]) -> Layout:
     return Layout((0, 1), tuple(int(d) for d in chw))

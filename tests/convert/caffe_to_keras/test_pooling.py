@@ -3,10 +3,16 @@ global pooling, padding (AVE divides by the window counted up to the declared pa
 
 brocolli-caffe only understands ``ceil_mode``; keraffe reads both spellings and
 writes the fork's for the runtime, so FLOOR cases are spelled both ways here.
+
+py-faster-rcnn's ROIPooling (not in brocolli) and R-FCN's PSROIPooling
+(brocolli's has no CPU forward) are judged by OpenCV, whose importer has both.
+Their rois cover the corner cases: corners at .5 after scaling, rois past the
+image, one-pixel and inverted rois, a second image.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from keraffe.errors import ConversionError
@@ -29,6 +35,25 @@ def keras_pool(cls: str, padding: str | None = None, zero_padding: bool = False)
         if padding is not None:
             assert model.get_layer(p + "y").padding == padding
     return check
+
+
+ROI_CONV = ('layer { name: "{p}conv" type: "Convolution" bottom: "{p}x" top: "{p}c" '
+            "convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }\n")
+#: [image, x1, y1, x2, y2] in input pixels (twice the feature map's size at spatial_scale 0.5).
+ROIS = np.array([[0, 2, 4, 20, 30], [1, 0, 0, 23, 19], [0, 10, 10, 10, 10], [1, 3.3, 7.7, 12.5, 9.49],
+                 [0, 5, 3, 40, 50], [1, 9, 9, 3, 2], [0, 1.5, 2.5, 7.5, 6.5]], np.float32)
+
+
+def scaled(factor: float) -> np.ndarray:
+    """ROIS for another spatial_scale: the corners divided by ``factor``, the image index kept."""
+    rois = ROIS.copy()
+    rois[:, 1:] /= factor
+    return rois
+
+
+def roi_layer(type_name: str, param: str, features: str = "c") -> str:
+    return (f'layer {{ name: "{{p}}pool" type: "{type_name}" bottom: "{{p}}{features}" bottom: "{{p}}rois" '
+            f'top: "{{p}}y" {param} }}\n')
 
 
 def caffe_pool(model, p):
@@ -88,6 +113,19 @@ CASES = [
     Case("max_mask_k2_s2", EVEN, pool("pool: MAX kernel_size: 2 stride: 2", 'top: "{p}y" top: "{p}mask"')),
     Case("max_mask_k3_s2_ceil_pad", ODD, pool("pool: MAX kernel_size: 3 stride: 2 pad: 1",
                                               'top: "{p}y" top: "{p}mask"')),
+    # ---------------------------------------------------------------- OpenCV: ROIPooling, PSROIPooling
+    Case("roi_pooling", inputs(x=(2, 3, 10, 12), rois=(7, 5)), ROI_CONV + roi_layer(
+        "ROIPooling", "roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 }"),
+         runtime="opencv", adjust=lambda values, p: values.__setitem__(p + "rois", ROIS)),
+    Case("roi_pooling_scale_1_rois_4d", inputs(x=(2, 2, 9, 7), rois=(7, 5, 1, 1)), roi_layer(
+        "ROIPooling", "roi_pooling_param { pooled_h: 4 pooled_w: 5 }", "x"),
+         runtime="opencv", adjust=lambda values, p: values.__setitem__(p + "rois", scaled(2)[:, :, None, None])),
+    Case("psroi_pooling", inputs(x=(2, 18, 10, 12), rois=(7, 5)), roi_layer(
+        "PSROIPooling", "psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 3 }", "x"),
+         runtime="opencv", adjust=lambda values, p: values.__setitem__(p + "rois", ROIS)),
+    Case("psroi_pooling_group_1", inputs(x=(2, 4, 10, 12), rois=(7, 5)), roi_layer(
+        "PSROIPooling", "psroi_pooling_param { spatial_scale: 0.25 output_dim: 4 group_size: 1 }", "x"),
+         runtime="opencv", adjust=lambda values, p: values.__setitem__(p + "rois", scaled(0.5))),
 ]
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from keraffe.caffe.proto import caffe_pb2 as pb
-from keraffe.caffe.shapes import LayerShapes, Shape, expect_bottoms, shape_rule
+from keraffe.caffe.shapes import LayerShapes, Shape, count, expect_bottoms, shape_rule
 from keraffe.errors import ShapeError
 
 
@@ -77,3 +77,40 @@ def pooling(layer, bottoms):
     top = bottoms[0][:2] + g.output
     # A second top (MAX only) carries the argmax mask, same shape.
     return LayerShapes((top,) * max(1, len(layer.top)))
+
+
+def _rois(bottom: Shape) -> int:
+    """The number of rois in an roi blob: its first axis, each row 5 numbers [image, x1, y1, x2, y2]."""
+    if len(bottom) < 2 or count(bottom, 1) != 5:
+        raise ShapeError(f"rois must be (R, 5) rows [image, x1, y1, x2, y2], got {bottom}")
+    return bottom[0]
+
+
+@shape_rule("ROIPooling")
+def roi_pooling(layer, bottoms):
+    """py-faster-rcnn's ROIPooling: (R, C, pooled_h, pooled_w)."""
+    expect_bottoms(layer, bottoms, 2)
+    features, rois = bottoms
+    param = layer.roi_pooling_param
+    if len(features) != 4:
+        raise ShapeError(f"needs an (N, C, H, W) feature map, got {features}")
+    if param.pooled_h <= 0 or param.pooled_w <= 0:
+        raise ShapeError("roi_pooling_param needs positive pooled_h and pooled_w (the fork CHECKs them)")
+    return LayerShapes(((_rois(rois), features[1], param.pooled_h, param.pooled_w),))
+
+
+@shape_rule("PSROIPooling")
+def psroi_pooling(layer, bottoms):
+    """R-FCN's PSROIPooling: (R, output_dim, group_size, group_size) from output_dim * group_size² channels."""
+    expect_bottoms(layer, bottoms, 2)
+    features, rois = bottoms
+    param = layer.psroi_pooling_param
+    size, dim = param.group_size, param.output_dim
+    if len(features) != 4:
+        raise ShapeError(f"needs an (N, C, H, W) feature map, got {features}")
+    if size <= 0 or dim <= 0:
+        raise ShapeError("psroi_pooling_param needs positive output_dim and group_size (the fork CHECKs them)")
+    if features[1] != dim * size * size:
+        raise ShapeError(f"output_dim {dim} and group_size {size} read {dim * size * size} channels; the feature map "
+                         f"has {features[1]} (the fork CHECKs they are equal)")
+    return LayerShapes(((_rois(rois), dim, size, size),))

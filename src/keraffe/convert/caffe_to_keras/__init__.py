@@ -82,13 +82,12 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
     ctx.reserve_output_names(model_outputs(net))
     for tensor, (producer, fused_into) in net.fused.items():
         ctx.fused(tensor, producer, fused_into)
-    inputs = []
     for node in net.layers:
         HANDLERS.get(node.kind)(ctx, node)
         if release_weights:
             node.weights = None
-        if node.type == "Input":
-            inputs.extend(ctx.values[t].tensor for t in node.outputs)
+    # Input layers' tops, and Parameter layers fed from outside (keraffe.caffe.net marks those inputs).
+    inputs = [ctx.values[t].tensor for t in net.inputs]
     outputs = []
     for tensor in model_outputs(net):
         value = ctx.values[tensor]

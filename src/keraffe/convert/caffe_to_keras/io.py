@@ -1,11 +1,15 @@
-"""Input, Split, Silence and Dropout: where values enter, fork, stop, or pass unchanged."""
+"""Input, Parameter, Split, Silence and Dropout: where values enter, fork, stop, or pass unchanged."""
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 
+from keraffe import keras_layers
+from keraffe.caffe.python_layers import python_layer_params
+from keraffe.caffe.shapes import python_layer_kind
 from keraffe.convert.caffe_to_keras import caffe_layer
-from keraffe.errors import ConversionError
+from keraffe.errors import ConversionError, KeraffeError
 from keraffe.layout import default_layout
 
 
@@ -16,6 +20,30 @@ def input_layer(ctx, node):
         layout = default_layout(len(shape))
         tensor = keras.Input(shape=layout.keras_shape(shape)[1:], name=ctx.blob_name(node, index))
         ctx.emit(node, index, tensor, layout)
+
+
+@caffe_layer("Parameter")
+def parameter(ctx, node):
+    """A blob of the weights, output as it is; or, where the weights hold none, a model input.
+
+    A Parameter layer with no blob in the weights computes zeros in Caffe: such
+    nets (DAN's, converted from TensorFlow placeholders) are fed from outside,
+    so keraffe makes it an input of the model (keraffe.caffe.net marks it one).
+    """
+    shape = ctx.out_shape(node)
+    layout = default_layout(len(shape))
+    name = ctx.blob_name(node)
+    if node.outputs[0] in ctx.net.inputs:
+        ctx.emit(node, 0, keras.Input(shape=layout.keras_shape(shape)[1:], name=name), layout)
+        return
+    anchors = [ctx.values[t].tensor for t in ctx.net.inputs if t in ctx.values]
+    if not anchors:
+        raise ConversionError(f"layer '{node.name}' (Parameter) comes before every input of the net; a Keras model "
+                              "computes from its inputs, so keraffe needs one before it")
+    weights = ctx.weights(node)
+    arrays = None if weights is None else [layout.to_keras(np.asarray(weights[0], np.float32))]
+    layer = keras_layers.ConstantBlob(layout.keras_shape(shape), name=name)
+    ctx.emit(node, 0, ctx.call_with_weights(node, layer, anchors[0], arrays), layout)
 
 
 @caffe_layer("Split")
@@ -43,4 +71,31 @@ def dropout(ctx, node):
         layer = keras.layers.Rescaling(1.0 - param.dropout_ratio, name=ctx.blob_name(node))
     else:
         layer = keras.layers.Dropout(param.dropout_ratio, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(value.tensor), value.layout)
+
+
+@caffe_layer(python_layer_kind("spatial_dropout", "SpatialDropoutLayer"))
+def spatial_dropout(ctx, node):
+    """ENet's SpatialDropoutLayer (caffe-enet's python/spatial_dropout.py).
+
+    Unless its param_str says phase 'TRAIN' (the net's phase plays no part), it
+    computes bottom * (1 / (1 - p)): not the identity. ENet's BN-absorber folds
+    the same factor into the convolution before when it deletes these layers.
+    """
+    try:
+        params = python_layer_params(node.param)
+        phase, p = str(params.get("phase", "")), float(params["p"])
+    except (KeraffeError, KeyError, TypeError, ValueError) as error:
+        raise ConversionError(f"layer '{node.name}' (spatial_dropout.SpatialDropoutLayer): param_str "
+                              f"{node.param.python_param.param_str!r} does not give 'p' as the layer reads it "
+                              f"({error})") from None
+    if not 0.0 < p < 1.0:
+        raise ConversionError(f"layer '{node.name}' (spatial_dropout.SpatialDropoutLayer): p = {p} must lie in "
+                              "(0, 1), or the layer refuses to set up")
+    if phase == "TRAIN":
+        raise ConversionError(f"layer '{node.name}' (spatial_dropout.SpatialDropoutLayer) has phase 'TRAIN' in its "
+                              "param_str: it drops random channels at every forward pass, so no converted model can "
+                              "match it exactly")
+    value = ctx.value(node)
+    layer = keras.layers.Rescaling(1.0 / (1.0 - p), name=ctx.blob_name(node))
     ctx.emit(node, 0, layer(value.tensor), value.layout)

@@ -1,4 +1,4 @@
-"""Pooling: standard Keras pooling wherever its windows are Caffe's, keraffe's otherwise."""
+"""Pooling: standard Keras pooling wherever its windows are Caffe's, keraffe's otherwise; ROI pooling."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from keraffe.caffe.shapes.pooling import pool_geometry
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.convert.caffe_to_keras.conv import plan_padding
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC
+from keraffe.layout import NHWC, identity
 
 
 @caffe_layer("Pooling")
@@ -54,3 +54,28 @@ def pooling(ctx, node):
     layer = keras_layers.CaffePooling2D("max" if is_max else "ave", g.kernel, g.stride, g.pad_begin, g.output,
                                         name=name)
     ctx.emit(node, 0, layer(x), NHWC)
+
+
+def _rois(ctx, node):
+    """The rois bottom as (R, 5) rows in Caffe's order (the forks also take (R, 5, 1, 1))."""
+    shape = ctx.in_shape(node, 1)
+    rois = ctx.input(node, 1, identity(len(shape)))
+    if len(shape) != 2:
+        rois = keras.layers.Reshape((5,), name=ctx.helper_name(node, "rois"))(rois)
+    return rois
+
+
+@caffe_layer("ROIPooling")
+def roi_pooling(ctx, node):
+    """py-faster-rcnn's max ROI pooling; its rows follow the rois' (keraffe.layout.PROPOSALS)."""
+    p = node.param.roi_pooling_param
+    layer = keras_layers.ROIPooling((p.pooled_h, p.pooled_w), p.spatial_scale, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer([ctx.input_nhwc(node, 0), _rois(ctx, node)]), NHWC)
+
+
+@caffe_layer("PSROIPooling")
+def psroi_pooling(ctx, node):
+    """R-FCN's position-sensitive average ROI pooling."""
+    p = node.param.psroi_pooling_param
+    layer = keras_layers.PSROIPooling(p.output_dim, p.group_size, p.spatial_scale, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer([ctx.input_nhwc(node, 0), _rois(ctx, node)]), NHWC)

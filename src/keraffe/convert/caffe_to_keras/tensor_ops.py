@@ -1,5 +1,5 @@
 """Eltwise, Mul, Concat, Slice, Flatten, Reshape, Squeeze, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel,
-Axpy.
+Axpy, Reorg, SpaceToBatchND and BatchToSpaceND.
 
 Layout is what matters here: Permute costs nothing (the Keras tensor stays, its
 recorded layout changes), Flatten of an NHWC image keeps Keras' order and lets
@@ -14,7 +14,8 @@ import keras
 from keraffe import keras_layers
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.caffe.shapes import canonical_axis, count
-from keraffe.caffe.shapes.tensor_ops import concat_axis, permute_order, slice_axis
+from keraffe.caffe.shapes.resize import DARKNET_REORG, reorg_setting
+from keraffe.caffe.shapes.tensor_ops import concat_axis, permute_order, slice_axis, space_to_batch_setting
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.convert.caffe_to_keras.context import KerasValue
 from keraffe.errors import ConversionError
@@ -273,3 +274,48 @@ def shuffle_channel(ctx, node):
     x = keras.layers.Reshape((h, w, groups, c // groups), name=ctx.helper_name(node, "split"))(x)
     x = keras.layers.Permute((1, 2, 4, 3), name=ctx.helper_name(node, "swap"))(x)
     ctx.emit(node, 0, keras.layers.Reshape((h, w, c), name=ctx.blob_name(node))(x), NHWC)
+
+
+@caffe_layer("Reorg", DARKNET_REORG)
+def reorg(ctx, node):
+    """Darknet's reorg (MobileNet-YOLO's Reorg, the YOLOv2 port's darknet_reorg Python layer), as three moves.
+
+    Darknet's loop is not a space-to-depth of its input: it reads the (C, H, W)
+    buffer as (C/s², H·s, W·s), takes TensorFlow's space-to-depth of that, and
+    reads the result as (C·s², H/s, W/s). Reversed, it is depth-to-space (ONNX's
+    DCR order). Each is a Reshape, a Permute and a Reshape on Caffe's order.
+    """
+    stride, reverse = reorg_setting(node.param)
+    _, channels, height, width = ctx.in_shape(node)
+    x = ctx.input(node, 0, identity(4))
+    if reverse:
+        fewer = channels // (stride * stride)
+        x = keras.layers.Reshape((stride, stride, fewer, height, width), name=ctx.helper_name(node, "split"))(x)
+        x = keras.layers.Permute((3, 4, 1, 5, 2), name=ctx.helper_name(node, "interleave"))(x)
+        x = keras.layers.Reshape((fewer, height * stride, width * stride), name=ctx.blob_name(node))(x)
+    else:
+        fewer = channels // (stride * stride)
+        x = keras.layers.Reshape((fewer, height, stride, width, stride), name=ctx.helper_name(node, "split"))(x)
+        x = keras.layers.Permute((3, 5, 1, 2, 4), name=ctx.helper_name(node, "gather"))(x)
+        x = keras.layers.Reshape((channels * stride * stride, height // stride, width // stride),
+                                 name=ctx.blob_name(node))(x)
+    ctx.emit(node, 0, x, identity(4))
+
+
+@caffe_layer("SpaceToBatchND", "BatchToSpaceND")
+def space_to_batch(ctx, node):
+    """The Synopsys fork's TF ops on the blob's own axes 1..M, in Caffe's order.
+
+    TF's dilated convolution (SpaceToBatchND, a convolution, BatchToSpaceND) is
+    folded into one dilated convolution before this (keraffe.passes.fold_space_to_batch);
+    what is left moves values between the batch and the blocked axes.
+    """
+    rank = len(ctx.in_shape(node))
+    x = ctx.input(node, 0, identity(rank))
+    if node.type == "SpaceToBatchND":
+        blocks, pads = space_to_batch_setting(node.param, rank, "paddings")
+        layer = keras_layers.SpaceToBatchND(blocks, pads, name=ctx.blob_name(node))
+    else:
+        blocks, crops = space_to_batch_setting(node.param, rank, "crops")
+        layer = keras_layers.BatchToSpaceND(blocks, crops, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(x), identity(rank))
