@@ -125,26 +125,23 @@ def _yolo_nms_and_rows(predicts, threshold, num_images):
     """
     predicts = sorted(predicts, key=lambda p: -p["conf"])
 
-    def overlap(c1, s1, c2, s2):
-        left = max(np.float32(c1 - s1 / 2), np.float32(c2 - s2 / 2))
-        right = min(np.float32(c1 + s1 / 2), np.float32(c2 + s2 / 2))
-        return np.float32(right - left)
-
-    def iou(a, b):
-        w = overlap(a["x"], a["w"], b["x"], b["w"])
-        h = overlap(a["y"], a["h"], b["y"], b["h"])
-        inter = np.float32(0) if (w < 0 or h < 0) else np.float32(w * h)
-        union = np.float32(a["w"] * a["h"] + b["w"] * b["h"] - inter)
-        return inter / union
-
-    dropped = set()
+    # ApplyNms, its inner loop over j > i done for all j at once (same float32 arithmetic).
+    boxes = np.array([[p["x"], p["y"], p["w"], p["h"]] for p in predicts], np.float32).reshape(-1, 4)
+    dropped = np.zeros(len(predicts), bool)
     for i in range(len(predicts) - 1):
-        if i in dropped:
+        if dropped[i]:
             continue
-        for j in range(i + 1, len(predicts)):
-            if j not in dropped and iou(predicts[i], predicts[j]) >= threshold:
-                dropped.add(j)
-    kept = [p for i, p in enumerate(predicts) if i not in dropped]
+        x, y, w, h = boxes[i]
+        width = (np.minimum(np.float32(x + w / 2), boxes[:, 0] + boxes[:, 2] / 2)
+                 - np.maximum(np.float32(x - w / 2), boxes[:, 0] - boxes[:, 2] / 2))
+        height = (np.minimum(np.float32(y + h / 2), boxes[:, 1] + boxes[:, 3] / 2)
+                  - np.maximum(np.float32(y - h / 2), boxes[:, 1] - boxes[:, 3] / 2))
+        inter = np.where((width < 0) | (height < 0), np.float32(0), width * height)
+        union = np.float32(w * h) + boxes[:, 2] * boxes[:, 3] - inter
+        with np.errstate(invalid="ignore", divide="ignore"):
+            suppress = inter / union >= threshold
+        dropped |= suppress & (np.arange(len(predicts)) > i)
+    kept = [p for i, p in enumerate(predicts) if not dropped[i]]
     if not kept:
         rows = np.full((num_images, 7), -1.0, np.float32)
         rows[:, 0] = np.arange(num_images)
@@ -198,15 +195,16 @@ def yolov3_detection_output(bottoms, num_classes, num_box, biases, mask, anchors
                     v = bottom[b, n * length:(n + 1) * length, y2, x2].astype(np.float32)
                     objectness = _yolo_sigmoid(v[4])
                     m = mask[n + t * groups]
-                    for c in range(num_classes):
-                        score = np.float32(_yolo_sigmoid(v[5 + c]) * objectness)
-                        if score > np.float32(confidence_threshold):
-                            predicts.append({
-                                "x": np.float32((x2 + _yolo_sigmoid(v[0])) / width),
-                                "y": np.float32((y2 + _yolo_sigmoid(v[1])) / height),
-                                "w": np.float32(np.exp(v[2]) * np.float32(biases[2 * m]) / nw),
-                                "h": np.float32(np.exp(v[3]) * np.float32(biases[2 * m + 1]) / nh),
-                                "cls": c, "conf": score})
+                    # class_score[c] = sigmoid(logit) (stored as float), then *= obj_score, for every class at once
+                    logits = v[5:5 + num_classes]
+                    scores = (1.0 / (1.0 + np.exp(-logits).astype(np.float64))).astype(np.float32) * objectness
+                    for c in np.nonzero(scores > np.float32(confidence_threshold))[0]:
+                        predicts.append({
+                            "x": np.float32((x2 + _yolo_sigmoid(v[0])) / width),
+                            "y": np.float32((y2 + _yolo_sigmoid(v[1])) / height),
+                            "w": np.float32(np.exp(v[2]) * np.float32(biases[2 * m]) / nw),
+                            "h": np.float32(np.exp(v[3]) * np.float32(biases[2 * m + 1]) / nh),
+                            "cls": int(c), "conf": np.float32(scores[c])})
     return _yolo_nms_and_rows(predicts, np.float32(nms_threshold), bottoms[-1].shape[0])
 
 

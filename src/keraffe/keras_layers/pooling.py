@@ -186,6 +186,19 @@ def _bin_masks(starts, ends, size):
     return ops.logical_and(positions >= starts[:, None], positions < ends[:, None]), ends <= starts
 
 
+def _bin_counts(layer, counts):
+    """The numbers of bins as a non-trainable weight, to divide by.
+
+    TensorFlow's graph optimiser turns a division by a constant into a
+    multiplication by its reciprocal (7 / 3 then gives 2.3333335, not
+    2.3333333), and a bin edge is a floor or ceil of such a quotient: one
+    ulp moves it by a pixel. A variable is never folded, so the division stays
+    the float division Caffe does.
+    """
+    return layer.add_weight(name="bins", shape=(len(counts),), trainable=False,
+                            initializer=keras.initializers.Constant([float(c) for c in counts]))
+
+
 def _roi_image(features, batch_index):
     """The feature map an roi reads (NHWC), and whether its batch index names one (padding rows are -1)."""
     images = ops.shape(features)[0]
@@ -212,9 +225,13 @@ class ROIPooling(keras.layers.Layer):
         self.pooled_size = tuple(int(v) for v in pooled_size)
         self.spatial_scale = float(spatial_scale)
 
-    def _bins(self, start, end, pooled):
+    def build(self, input_shape):
+        self.bins = _bin_counts(self, self.pooled_size)
+
+    def _bins(self, start, end, axis):
+        pooled = self.pooled_size[axis]
         size = ops.maximum(end - start + 1, 1)
-        step = ops.cast(size, "float32") / float(pooled)
+        step = ops.cast(size, "float32") / ops.cast(self.bins[axis], "float32")
         index = ops.arange(pooled, dtype="float32")
         begins = ops.cast(ops.floor(index * step), "int32") + start
         ends = ops.cast(ops.ceil((index + 1.0) * step), "int32") + start
@@ -223,13 +240,12 @@ class ROIPooling(keras.layers.Layer):
     def call(self, inputs):
         features, rois = inputs
         height, width = features.shape[1], features.shape[2]
-        pooled_h, pooled_w = self.pooled_size
 
         def pool(roi):
             image, valid = _roi_image(features, roi[0])
             corners = ops.cast(_round_half_away(roi[1:5] * self.spatial_scale), "int32")
-            rows, empty_rows = _bin_masks(*self._bins(corners[1], corners[3], pooled_h), height)
-            cols, empty_cols = _bin_masks(*self._bins(corners[0], corners[2], pooled_w), width)
+            rows, empty_rows = _bin_masks(*self._bins(corners[1], corners[3], 0), height)
+            cols, empty_cols = _bin_masks(*self._bins(corners[0], corners[2], 1), width)
             low = ops.convert_to_tensor(-np.inf, image.dtype)
             across = ops.max(ops.where(cols[:, None, :, None], image[None], low), axis=2)      # (pw, H, C)
             pooled = ops.max(ops.where(rows[:, None, :, None], across[None], low), axis=2)     # (ph, pw, C)
@@ -266,9 +282,12 @@ class PSROIPooling(keras.layers.Layer):
         self.group_size = int(group_size)
         self.spatial_scale = float(spatial_scale)
 
+    def build(self, input_shape):
+        self.bins = _bin_counts(self, [self.group_size])
+
     def _bins(self, start, end):
         size = ops.maximum(end - start, 0.1)
-        step = size / float(self.group_size)
+        step = size / ops.cast(self.bins[0], "float32")
         index = ops.arange(self.group_size, dtype="float32")
         begins = ops.cast(ops.floor(index * step + start), "int32")
         ends = ops.cast(ops.ceil((index + 1.0) * step + start), "int32")

@@ -30,6 +30,8 @@ compute the same thing:
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
+  That is for real Caffe only: OpenCV gets DeepLab's Interp as it is and runs
+  its own, a judge that shares nothing with keraffe's interpolation weights.
 - The Synopsys fork's ResizeBilinear on NCHW, with aligned corners or
   half-pixel centres, is brocolli's BilinearInterpolate to the same size.
 - The Synopsys fork's SpaceToBatchND on NCHW blocks of (1, B_h, B_w) is
@@ -47,6 +49,10 @@ compute the same thing:
   so real Caffe gets the Python layer as it is and refuses it). OpenCV's has
   no minimum box size: it computes the same only where no box is smaller
   than 16 * im_info[2], which its judge must see to.
+- For OpenCV only: its LRN leaves out lrn_param.k (it computes with k = 1).
+  Across channels, x / (k + alpha/n * sum x²)^beta is k^-beta * x /
+  (1 + (alpha/k)/n * sum x²)^beta: an LRN with alpha / k and k = 1, then a
+  Power layer scaling by k^-beta.
 
 Every rewrite keeps the original layer's name on the layer that produces the
 original top, so a runtime's blobs are asked for by the same names.
@@ -80,7 +86,8 @@ def bvlc_spelling(net: CaffeNet, runtime: str = "caffe") -> tuple[pb.NetParamete
     for node, layer in zip(net.layers, source.layer):
         if node.type in ("Convolution", *DEPTHWISE_ALIASES) and _lopsided(layer.convolution_param):
             layer = _pad_first(layer, result)
-        spelled = _SPELLINGS.get(node.kind) or (_OPENCV_SPELLINGS.get(node.kind) if runtime == "opencv" else None)
+        extra = _OPENCV_SPELLINGS if runtime == "opencv" else _CAFFE_SPELLINGS
+        spelled = _SPELLINGS.get(node.kind) or extra.get(node.kind)
         if spelled is not None:
             done = spelled(net, node, layer, weights, result)
             if done:
@@ -405,7 +412,6 @@ _SPELLINGS = {
     **{alias: _depthwise for alias in DEPTHWISE_ALIASES},
     "Axpy": _axpy,
     "BN": _fork_bn,
-    "Interp": _interp,
     "Upsample": _segnet_upsample,
     "Squeeze": _squeeze,
     "Reshape": _pixel_shuffle_reshape,
@@ -435,4 +441,19 @@ def _python_proposal(net, node, layer, weights, result) -> bool:
     return True
 
 
-_OPENCV_SPELLINGS = {PYTHON_PROPOSAL: _python_proposal}
+def _lrn_with_k(net, node, layer, weights, result) -> bool:
+    param = layer.lrn_param
+    if param.k == 1.0 or param.norm_region != pb.LRNParameter.ACROSS_CHANNELS:
+        return False
+    lrn = result.layer.add()
+    lrn.CopyFrom(layer)
+    lrn.name, lrn.top[0] = f"{layer.name}/unit_k", f"{layer.name}/unit_k"
+    lrn.lrn_param.alpha = param.alpha / param.k
+    lrn.lrn_param.ClearField("k")
+    scale = result.layer.add(name=layer.name, type="Power", bottom=[lrn.top[0]], top=list(layer.top))
+    scale.power_param.scale = param.k ** -param.beta
+    return True
+
+
+_OPENCV_SPELLINGS = {PYTHON_PROPOSAL: _python_proposal, "LRN": _lrn_with_k}
+_CAFFE_SPELLINGS = {"Interp": _interp}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keraffe.errors import ConversionError
+from keraffe.errors import ConversionError, ShapeError
 
 from ._harness import Batch, Case, build_net, classes_of, convert, inputs, params, assert_case
 
@@ -54,6 +54,10 @@ def scaled(factor: float) -> np.ndarray:
 def roi_layer(type_name: str, param: str, features: str = "c") -> str:
     return (f'layer {{ name: "{{p}}pool" type: "{type_name}" bottom: "{{p}}{features}" bottom: "{{p}}rois" '
             f'top: "{{p}}y" {param} }}\n')
+
+
+def spp(param: str) -> str:
+    return f'layer {{ name: "{{p}}spp" type: "SPP" bottom: "{{p}}x" top: "{{p}}y" spp_param {{ {param} }} }}\n'
 
 
 def caffe_pool(model, p):
@@ -113,6 +117,11 @@ CASES = [
     Case("max_mask_k2_s2", EVEN, pool("pool: MAX kernel_size: 2 stride: 2", 'top: "{p}y" top: "{p}mask"')),
     Case("max_mask_k3_s2_ceil_pad", ODD, pool("pool: MAX kernel_size: 3 stride: 2 pad: 1",
                                               'top: "{p}y" top: "{p}mask"')),
+    # ---------------------------------------------------------------- SPP: a Caffe Pooling per pyramid level
+    Case("spp_max_height3", inputs(x=(2, 3, 14, 11)), spp("pyramid_height: 3 pool: MAX")),
+    Case("spp_ave_height4", inputs(x=(2, 2, 14, 15)), spp("pyramid_height: 4 pool: AVE")),
+    Case("spp_one_level", inputs(x=(2, 3, 5, 7)), spp("pyramid_height: 1")),
+    Case("spp_ave_height2_odd", ODD, spp("pyramid_height: 2 pool: AVE")),
     # ---------------------------------------------------------------- OpenCV: ROIPooling, PSROIPooling
     Case("roi_pooling", inputs(x=(2, 3, 10, 12), rois=(7, 5)), ROI_CONV + roi_layer(
         "ROIPooling", "roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 }"),
@@ -147,3 +156,10 @@ def test_stochastic_pooling_is_refused(tmp_path):
     case = Case("stochastic", ODD, pool("pool: STOCHASTIC kernel_size: 2 stride: 2"))
     with pytest.raises(ConversionError, match="STOCHASTIC"):
         convert(build_net([case], tmp_path / "net.prototxt"))
+
+
+def test_spp_level_that_cannot_pool_the_input_is_a_shape_error(tmp_path):
+    """Caffe's Pooling CHECKs pad < kernel: a 13-pixel input has no level 3 (kernel 2, pad 2)."""
+    case = Case("spp_too_small", inputs(x=(1, 2, 13, 13)), spp("pyramid_height: 4"))
+    with pytest.raises(ShapeError, match="pyramid level 3 cannot pool a 13x13 input"):
+        build_net([case], tmp_path / "net.prototxt")

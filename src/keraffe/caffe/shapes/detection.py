@@ -138,11 +138,12 @@ def _proposal_maps(bottoms, anchors: int) -> None:
 
 @shape_rule(PYTHON_PROPOSAL)
 def python_proposal(layer, bottoms):
-    """Caffe shapes its tops (1, 5) and (1, 1, 1, 1) at setup; the forward pass gives the number of proposals."""
+    """(R, 5) rois and (R, 1) scores; R is known after the forward pass (setup says 1)."""
     expect_bottoms(layer, bottoms, 3)
     setting = python_proposal_setting(layer, bottoms[0][1] if len(bottoms[0]) > 1 else 0)
     _proposal_maps(bottoms, len(setting.ratios) * len(setting.scales))
-    tops = [(1, 5), (1, 1, 1, 1)][: max(1, len(layer.top))]
+    # setup() shapes the scores (1, 1, 1, 1); forward() reshapes them to (R, 1), their shape from then on.
+    tops = [(1, 5), (1, 1)][: max(1, len(layer.top))]
     return LayerShapes(tuple(tops), dynamic=True)
 
 
