@@ -124,6 +124,28 @@ NHWC = Layout(NHWC_PERM)
 NLC = Layout((0, 2, 1))
 
 
+def time_major(rank: int) -> Layout:
+    """Caffe's recurrent blobs are time-major, (T, N, ...); Keras' are batch-first, (N, T, ...).
+
+    LSTM and RNN read x as (T, N, ...) and cont as (T, N), and write (T, N, H)
+    (their exposed states are (1, N, H)). The Keras tensor puts the batch axis
+    first, as Keras' own recurrent layers and every Keras user expect, and
+    keeps the other axes in Caffe's order.
+    """
+    return Layout((1, 0) + tuple(range(2, rank)))
+
+
+def batch_first(layout: Layout) -> Layout:
+    """The layout that keeps ``layout``'s Keras batch axis first and every other axis in Caffe's order.
+
+    For an ordinary blob (the batch is Caffe's axis 0) that is Caffe's own
+    order; for a time-major one, :func:`time_major`. Keras cannot move its
+    batch axis, so this is the Caffe-like order a handler can ask for.
+    """
+    batch = layout.perm[0]
+    return Layout((batch,) + tuple(a for a in range(layout.rank) if a != batch))
+
+
 def default_layout(rank: int) -> Layout:
     """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras); others keep Caffe's order."""
     return NHWC if rank == 4 else identity(rank)

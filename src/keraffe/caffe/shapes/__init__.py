@@ -117,7 +117,8 @@ _loaded = False
 
 
 #: The family modules; each registers its rules when imported (on first use, since they import this module).
-FAMILIES = ("activations", "conv", "dense", "detection", "io", "normalization", "pooling", "resize", "tensor_ops")
+FAMILIES = ("activations", "conv", "dense", "detection", "io", "normalization", "pooling", "recurrent", "resize",
+            "tensor_ops")
 
 
 def _load_families() -> None:

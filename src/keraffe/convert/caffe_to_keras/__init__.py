@@ -17,7 +17,8 @@ from keraffe.convert.registry import Registry
 
 Handler = Callable[["CaffeToKerasContext", LayerNode], None]  # noqa: F821
 
-FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection")
+FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection",
+            "recurrent")
 
 HANDLERS: Registry[Handler] = Registry("Caffe -> Keras handler", __name__, FAMILIES)
 caffe_layer = HANDLERS.register
@@ -66,7 +67,7 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
 
     from keraffe.convert.caffe_to_keras.context import CaffeToKerasContext, sanitize
     from keraffe.keras_graph import produced_by
-    from keraffe.layout import NHWC, identity
+    from keraffe.layout import NHWC, batch_first
     from keraffe.passes import run_caffe_to_keras_passes
 
     given = net
@@ -92,7 +93,8 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
     for tensor in model_outputs(net):
         value = ctx.values[tensor]
         rank = len(net.shapes[tensor])
-        wanted = NHWC if rank == 4 else identity(rank)
+        # Images go out NHWC; other blobs in Caffe's order, batch first (a time-major blob stays batch-first).
+        wanted = NHWC if rank == 4 and value.layout.perm[0] == 0 else batch_first(value.layout)
         if value.layout != wanted and not value.layout.detections:
             outputs.append(ctx.convert_layout(tensor, wanted))
             operation, call_index, output_index = produced_by(outputs[-1])

@@ -10,14 +10,46 @@ from keraffe.caffe.python_layers import python_layer_params
 from keraffe.caffe.shapes import python_layer_kind
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.errors import ConversionError, KeraffeError
-from keraffe.layout import default_layout
+from keraffe.layout import default_layout, time_major
+
+
+#: Layers through which a blob's first two axes stay what they were (time and stream for a sequence).
+_KEEP_LEADING_AXES = frozenset({"Embed", "Split", "Dropout", "ReLU", "TanH", "Sigmoid", "Power", "AbsVal", "ELU",
+                                "Eltwise", "Scale", "Bias", "InnerProduct", "Reshape", "Softmax", "Concat", "Slice"})
+
+
+def _input_layout(ctx, tensor):
+    """How a net input is laid out in Keras: batch-first, so a time-major sequence (T, N, ...) becomes (N, T, ...).
+
+    An input is a sequence when it reaches an LSTM's or RNN's time-major bottoms
+    (x, cont, an initial state) through layers that keep its first two axes.
+    """
+    rank = len(ctx.net.shapes[tensor])
+    consumers: dict = {}
+    for node in ctx.net.layers:
+        for index, bottom in enumerate(node.inputs):
+            consumers.setdefault(bottom, []).append((node, index))
+    frontier, seen = [tensor], set()
+    while rank >= 2 and frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for node, index in consumers.get(current, []):
+            if node.type in ("LSTM", "RNN"):
+                static = len(node.inputs) > 2 + (2 if node.type == "LSTM" else 1) * node.param.recurrent_param.expose_hidden
+                if index != 2 or not static:
+                    return time_major(rank)
+            elif node.type in _KEEP_LEADING_AXES:
+                frontier.extend(node.outputs)
+    return default_layout(rank)
 
 
 @caffe_layer("Input")
 def input_layer(ctx, node):
     for index in range(len(node.outputs)):
         shape = ctx.out_shape(node, index)
-        layout = default_layout(len(shape))
+        layout = _input_layout(ctx, node.outputs[index])
         tensor = keras.Input(shape=layout.keras_shape(shape)[1:], name=ctx.blob_name(node, index))
         ctx.emit(node, index, tensor, layout)
 
@@ -34,6 +66,7 @@ def parameter(ctx, node):
     layout = default_layout(len(shape))
     name = ctx.blob_name(node)
     if node.outputs[0] in ctx.net.inputs:
+        layout = _input_layout(ctx, node.outputs[0])
         ctx.emit(node, 0, keras.Input(shape=layout.keras_shape(shape)[1:], name=name), layout)
         return
     anchors = [ctx.values[t].tensor for t in ctx.net.inputs if t in ctx.values]

@@ -19,7 +19,7 @@ from keraffe.caffe.shapes.tensor_ops import concat_axis, permute_order, slice_ax
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.convert.caffe_to_keras.context import KerasValue
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC, Layout, flattened_nhwc, identity
+from keraffe.layout import NHWC, Layout, batch_first, flattened_nhwc, identity
 
 
 def _common_layout(ctx, node):
@@ -131,9 +131,16 @@ def flatten(ctx, node):
 
 @caffe_layer("Reshape")
 def reshape(ctx, node):
+    """A Reshape of Caffe's order, after the Keras batch axis.
+
+    The batch is Caffe's axis 0, or axis 1 for a time-major sequence (T, N, ...);
+    the Reshape must keep every axis up to it, and reshapes what follows.
+    """
     in_shape = ctx.in_shape(node)
     out_shape = ctx.out_shape(node)
-    if out_shape[:1] != in_shape[:1]:
+    value = ctx.value(node)
+    batch = value.layout.perm[0] if value.layout.flattened_from is None else 0
+    if out_shape[:batch + 1] != in_shape[:batch + 1]:
         raise ConversionError(
             f"layer '{node.name}' (Reshape) changes the batch axis ({in_shape} -> {out_shape}); "
             "Keras models keep the batch axis"
@@ -142,8 +149,11 @@ def reshape(ctx, node):
     if factor != 1:
         _pixel_shuffle(ctx, node, factor)
         return
-    x = ctx.input(node, 0, identity(len(in_shape)))
-    ctx.emit(node, 0, keras.layers.Reshape(out_shape[1:], name=ctx.blob_name(node))(x), identity(len(out_shape)))
+    layout = batch_first(value.layout) if batch else identity(len(in_shape))
+    x = ctx.input(node, 0, layout)
+    out_layout = Layout((batch,) + tuple(a for a in range(len(out_shape)) if a != batch))
+    target = out_layout.keras_shape(out_shape)[1:]
+    ctx.emit(node, 0, keras.layers.Reshape(target, name=ctx.blob_name(node))(x), out_layout)
 
 
 def _pixel_shuffle(ctx, node, factor: int) -> None:
@@ -184,13 +194,16 @@ def squeeze(ctx, node):
 
 @caffe_layer("Permute")
 def permute(ctx, node):
-    """No data moves: the output blob is the same Keras tensor read with another axis order."""
+    """No data moves: the output blob is the same Keras tensor read with another axis order.
+
+    That holds when Permute moves Caffe's axis 0 too (a CRNN's (N, C, H, W) ->
+    (W, N, C, H)): the Keras batch axis stays first and the layout says which
+    Caffe axis it is; a later layer that would need the batch moved refuses.
+    """
     value = ctx.value(node)
     if value.layout.flattened_from is not None:
         value = KerasValue(ctx.input(node, 0, identity(value.layout.rank)), identity(value.layout.rank))
     order = permute_order(node.param, value.layout.rank)
-    if order[0] != 0:
-        raise ConversionError(f"layer '{node.name}' (Permute) moves the batch axis (order {order})")
     layout = Layout(tuple(order.index(p) for p in value.layout.perm))
     ctx.alias(node, 0, KerasValue(value.tensor, layout), note=f"Permute {order}: same Keras tensor, layout "
                                                                f"{layout.describe()}")
