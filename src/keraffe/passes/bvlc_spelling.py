@@ -30,8 +30,10 @@ compute the same thing:
 - Interp, align-corners bilinear resizing, is a linear map along each spatial
   axis: an InnerProduct over the width, a Permute, one over the height, and a
   Permute back, with the interpolation weights as the InnerProduct weights.
-  That is for real Caffe only: OpenCV gets DeepLab's Interp as it is and runs
-  its own, a judge that shares nothing with keraffe's interpolation weights.
+  That is for real Caffe only: OpenCV gets DeepLab's Interp and runs its own,
+  a judge that shares nothing with keraffe's interpolation weights; only its
+  output size is written out as height and width (OpenCV 4.14 computes an
+  empty output from shrink_factor).
 - The Synopsys fork's ResizeBilinear on NCHW, with aligned corners or
   half-pixel centres, is brocolli's BilinearInterpolate to the same size.
 - The Synopsys fork's SpaceToBatchND on NCHW blocks of (1, B_h, B_w) is
@@ -455,5 +457,18 @@ def _lrn_with_k(net, node, layer, weights, result) -> bool:
     return True
 
 
-_OPENCV_SPELLINGS = {PYTHON_PROPOSAL: _python_proposal, "LRN": _lrn_with_k}
+def _interp_sized(net, node, layer, weights, result) -> bool:
+    param = layer.interp_param
+    if len(layer.bottom) != 1 or not (param.HasField("shrink_factor") or param.HasField("zoom_factor")):
+        return False
+    _, _, height, width = net.shapes[node.outputs[0]]
+    sized = result.layer.add()
+    sized.CopyFrom(layer)
+    for field in ("shrink_factor", "zoom_factor"):
+        sized.interp_param.ClearField(field)
+    sized.interp_param.height, sized.interp_param.width = height, width
+    return True
+
+
+_OPENCV_SPELLINGS = {PYTHON_PROPOSAL: _python_proposal, "LRN": _lrn_with_k, "Interp": _interp_sized}
 _CAFFE_SPELLINGS = {"Interp": _interp}

@@ -54,6 +54,14 @@ CASES = [
     Case("silence", inputs(x=(2, 3, 5, 4)), CONV + layer("Silence", "", ("x",), (), "silence")),
     Case("split_explicit", inputs(x=(2, 3, 5, 4)), CONV + layer("Split", "", ("c",), ("s0", "s1"), "split")
          + layer("ReLU", "", ("s0",), ("r",), "relu") + layer("Eltwise", "", ("r", "s1"), ("y",), "sum")),
+    # DummyData with constant fillers: one filler for both tops, and the default (0).
+    Case("dummy_data", inputs(x=(2, 3, 4, 5)),
+         layer("DummyData", "dummy_data_param { data_filler { type: \"constant\" value: 0.25 } shape { dim: 2 "
+               "dim: 3 dim: 4 dim: 5 } shape { dim: 2 dim: 6 } }", (), ("d", "e"), "dummy")
+         + layer("Eltwise", "", ("x", "d"), ("y",), "sum")),
+    Case("dummy_data_default_zero", inputs(x=(2, 6)),
+         layer("DummyData", "dummy_data_param { shape { dim: 2 dim: 6 } }", (), ("d",), "dummy")
+         + layer("Eltwise", "eltwise_param { operation: MAX }", ("x", "d"), ("y",), "max")),
     # A Parameter with no blob in the weights is fed from outside, as DAN's are: an input of the model.
     Case("parameter_fed", inputs(x=(1, 3, 5, 4)),
          layer("Parameter", "parameter_param { shape { dim: 1 dim: 3 dim: 5 dim: 4 } }", (), ("w",), "param")
@@ -131,6 +139,14 @@ def test_enet_spatial_dropout_matches_numpy_reference(p, tmp_path):
     prefix = case.id + "__"
     scale = np.float32(1.0 / (1.0 - float(p)))  # the layer's setup(): scale_ = 1. / (1. - p), a float32 product
     assert_close(case.id, values[prefix + "x"] * scale, outputs[prefix + "y"], tolerance=1e-7)
+
+
+def test_random_dummy_data_is_refused(tmp_path):
+    case = Case("dummy_random", inputs(x=(2, 6)), layer(
+        "DummyData", "dummy_data_param { data_filler { type: \"gaussian\" } shape { dim: 2 dim: 6 } }", (), ("d",),
+        "dummy"))
+    with pytest.raises(ConversionError, match="'gaussian' random numbers"):
+        convert(build_net([case], tmp_path / "net.prototxt"))
 
 
 def test_enet_spatial_dropout_in_training_phase_is_refused(tmp_path):

@@ -1,10 +1,11 @@
 """Upsample (nearest, and SegNet's unpooling with the pooling mask) and Interp (align-corners bilinear).
 
 brocolli-caffe's Upsample is the nearest-neighbour one; SegNet's (two bottoms)
-and Interp (DeepLab/PSPNet) are not in it. OpenCV runs Interp (without input
-cropping); everything is also compared with numpy written from the defining
-sources (OpenCV 4.14 cannot run shrink_factor: its Interp computes an empty
-output): SegNet's upsample_layer.cpp (top[mask[i]] = bottom[i] per channel
+and Interp (DeepLab/PSPNet) are not in it. OpenCV runs its own Interp (without
+input cropping; OpenCV 4.14 computes an empty output from shrink_factor, so it
+gets the output size written out); real Caffe runs keraffe's BVLC spelling of
+Interp. Everything is also compared with numpy written from the defining
+sources: SegNet's upsample_layer.cpp (top[mask[i]] = bottom[i] per channel
 plane) and DeepLab's caffe_cpu_interp2 in float32, as Caffe computes it.
 
 The Synopsys fork's ResizeBilinear (TF's resize_bilinear) is judged by
@@ -70,6 +71,8 @@ CASES = [
     Case("interp_zoom2", inputs(x=(1, 2, 5, 4)), layer("Interp", "interp_param { zoom_factor: 2 }"),
          runtime="opencv"),
     Case("interp_size_down_odd", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { height: 4 width: 7 }"),
+         runtime="opencv"),
+    Case("interp_shrink_zoom", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { shrink_factor: 2 zoom_factor: 3 }"),
          runtime="opencv"),
 ]
 

@@ -69,14 +69,40 @@ def parameter(ctx, node):
         layout = _input_layout(ctx, node.outputs[0])
         ctx.emit(node, 0, keras.Input(shape=layout.keras_shape(shape)[1:], name=name), layout)
         return
-    anchors = [ctx.values[t].tensor for t in ctx.net.inputs if t in ctx.values]
-    if not anchors:
-        raise ConversionError(f"layer '{node.name}' (Parameter) comes before every input of the net; a Keras model "
-                              "computes from its inputs, so keraffe needs one before it")
     weights = ctx.weights(node)
     arrays = None if weights is None else [layout.to_keras(np.asarray(weights[0], np.float32))]
     layer = keras_layers.ConstantBlob(layout.keras_shape(shape), name=name)
-    ctx.emit(node, 0, ctx.call_with_weights(node, layer, anchors[0], arrays), layout)
+    ctx.emit(node, 0, ctx.call_with_weights(node, layer, _anchor(ctx, node), arrays), layout)
+
+
+def _anchor(ctx, node):
+    """A model input a constant layer can hang from: Keras graphs start at inputs."""
+    anchors = [ctx.values[t].tensor for t in ctx.net.inputs if t in ctx.values]
+    if not anchors:
+        raise ConversionError(f"layer '{node.name}' ({node.type}) comes before every input of the net; a Keras "
+                              "model computes from its inputs, so keraffe needs one before it")
+    return anchors[0]
+
+
+@caffe_layer("DummyData")
+def dummy_data(ctx, node):
+    """BVLC's DummyData with constant fillers (0 by default): blobs of one value.
+
+    Any other filler draws new random numbers at every forward pass, which no
+    converted model can match; such layers are refused.
+    """
+    fillers = list(node.param.dummy_data_param.data_filler)
+    anchor = _anchor(ctx, node)
+    for index in range(len(node.outputs)):
+        filler = fillers[0] if len(fillers) == 1 else (fillers[index] if fillers else None)
+        if filler is not None and filler.type != "constant":
+            raise ConversionError(f"layer '{node.name}' (DummyData) fills top {index} with '{filler.type}' random "
+                                  "numbers, drawn anew at every forward pass; no converted model can match them")
+        shape = ctx.out_shape(node, index)
+        layout = default_layout(len(shape))
+        value = np.full(layout.keras_shape(shape), filler.value if filler is not None else 0.0, np.float32)
+        layer = keras_layers.ConstantBlob(value.shape, name=ctx.blob_name(node, index))
+        ctx.emit(node, index, ctx.call_with_weights(node, layer, anchor, [value]), layout)
 
 
 @caffe_layer("Split")
