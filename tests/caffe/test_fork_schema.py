@@ -24,7 +24,7 @@ KERAFFE_PROTO = Path(fork_schema.__file__).with_name("proto") / "caffe.proto"
 NET = """
 name: "fork_net"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "up" type: "Upsample" bottom: "conv" top: "up" upsample_param { dims_num: 4 } }
 layer { name: "reorg" type: "Reorg" bottom: "up" top: "reorg" reorg_param { stride: 2 } }
 """
@@ -62,7 +62,7 @@ def test_fork_net_reads_with_its_schema_and_defaults(tmp_path):
     up = net.layer("up").param.upsample_param
     # The fork's default, written out: the net means what it meant in its fork.
     assert up.HasField("scale") and up.scale == 1
-    assert net.shapes[net.layer("up").outputs[0]] == (1, 2, 4, 4)
+    assert net.shapes[net.layer("up").outputs[0]] == (1, 4, 4, 4)
     assert net.layer("reorg").param.reorg_param.stride == 2
     assert net.foreign_fields == {}
     # keraffe's own schema reads it too, with its own default.

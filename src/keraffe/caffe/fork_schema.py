@@ -133,13 +133,17 @@ class _Parser:
         self._expect("{")
         self._body(message, oneof_index=None)
 
-    def _body(self, message, oneof_index) -> None:
+    def _members(self):
+        """The first token of each statement of a braced block, up to its closing brace (empty statements skipped)."""
         while True:
             token = self._next()
             if token == "}":
                 return
-            if token == ";":
-                continue
+            if token != ";":
+                yield token
+
+    def _body(self, message, oneof_index) -> None:
+        for token in self._members():
             if token == "message":
                 self._message(message.nested_type.add())
             elif token == "enum":
@@ -207,12 +211,7 @@ class _Parser:
     def _enum(self, enum: descriptor_pb2.EnumDescriptorProto) -> None:
         enum.name = self._next()
         self._expect("{")
-        while True:
-            token = self._next()
-            if token == "}":
-                return
-            if token == ";":
-                continue
+        for token in self._members():
             if token in ("option", "reserved"):
                 self._skip_statement()
                 continue

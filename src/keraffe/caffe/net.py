@@ -109,6 +109,14 @@ class CaffeNet:
             net.layer.add().CopyFrom(node.param)
         return net
 
+    def consumers(self) -> dict[Tensor, list[tuple[LayerNode, int]]]:
+        """Each tensor's readers: (layer, which bottom it is), in net order."""
+        readers: dict[Tensor, list[tuple[LayerNode, int]]] = {}
+        for node in self.layers:
+            for index, tensor in enumerate(node.inputs):
+                readers.setdefault(tensor, []).append((node, index))
+        return readers
+
     def weight_arrays(self) -> dict[str, list[np.ndarray]]:
         return {n.name: n.weights for n in self.layers if n.weights}
 

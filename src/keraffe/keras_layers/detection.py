@@ -322,8 +322,40 @@ def _grid(height, width, num_box):
             np.tile(np.arange(num_box), height * width))
 
 
+class _YoloDetections(keras.layers.Layer):
+    """What MobileNet-YOLO's two detection outputs share: decode each map, rank, NMS, lay out rows."""
+
+    def __init__(self, num_classes, num_box, biases, confidence_threshold=0.01, nms_threshold=0.45, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.num_box = int(num_box)
+        self.biases = [float(b) for b in biases]
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_threshold = float(nms_threshold)
+
+    def _anchor_sizes(self, anchors):
+        return (np.asarray(self.biases[0::2], np.float32)[anchors], np.asarray(self.biases[1::2], np.float32)[anchors])
+
+    def call(self, inputs):
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        parts = [self._decode(index, len(inputs), feature) for index, feature in enumerate(inputs)]
+        x, y, w, h, labels, scores = (ops.concatenate([p[i] for p in parts], axis=1) for i in range(6))
+        return _yolo_rows(x, y, w, h, labels, scores, self._passes(scores), self.nms_threshold)
+
+    def compute_output_shape(self, input_shape):
+        shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
+        rows = sum(s[1] * s[2] * self.num_box for s in shapes)
+        return (shapes[0][0], rows, 7)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_classes=self.num_classes, num_box=self.num_box, biases=self.biases,
+                      confidence_threshold=self.confidence_threshold, nms_threshold=self.nms_threshold)
+        return config
+
+
 @keras.saving.register_keras_serializable(package="keraffe")
-class YoloDetectionOutput(keras.layers.Layer):
+class YoloDetectionOutput(_YoloDetections):
     """MobileNet-YOLO's YoloDetectionOutput (YOLOv2 region decoding, softmax classes, class-agnostic NMS).
 
     Inputs: one or two NHWC maps of ``num_box * (5 + num_classes)`` channels on
@@ -340,49 +372,23 @@ class YoloDetectionOutput(keras.layers.Layer):
     with std::sort, which is unspecified; keraffe puts the earlier box first.
     """
 
-    def __init__(self, num_classes, num_box, biases, confidence_threshold=0.01, nms_threshold=0.45, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.num_box = int(num_box)
-        self.biases = [float(b) for b in biases]
-        self.confidence_threshold = float(confidence_threshold)
-        self.nms_threshold = float(nms_threshold)
+    def _decode(self, index, count, feature):
+        side = feature.shape[2]  # the fork reads the width for both axes
+        cells = _cells(feature, self.num_box)
+        cols, rows, anchors = _grid(feature.shape[1], side, self.num_box)
+        bias_w, bias_h = self._anchor_sizes(anchors)
+        probabilities = ops.softmax(cells[..., 5:5 + self.num_classes], axis=-1)
+        return ((cols + _sigmoid(cells[..., 0])) / side, (rows + _sigmoid(cells[..., 1])) / side,
+                ops.exp(cells[..., 2]) * bias_w / side, ops.exp(cells[..., 3]) * bias_h / side,
+                ops.cast(ops.argmax(probabilities, axis=-1), feature.dtype),
+                _sigmoid(cells[..., 4]) * ops.max(probabilities, axis=-1))
 
-    def call(self, inputs):
-        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        parts = []
-        for feature in inputs:
-            side = feature.shape[2]  # the fork reads the width for both axes
-            cells = _cells(feature, self.num_box)
-            cols, rows, anchors = _grid(feature.shape[1], side, self.num_box)
-            bias_w = np.asarray(self.biases[0::2], np.float32)[anchors]
-            bias_h = np.asarray(self.biases[1::2], np.float32)[anchors]
-            x = (cols + _sigmoid(cells[..., 0])) / side
-            y = (rows + _sigmoid(cells[..., 1])) / side
-            w = ops.exp(cells[..., 2]) * bias_w / side
-            h = ops.exp(cells[..., 3]) * bias_h / side
-            objectness = _sigmoid(cells[..., 4])
-            probabilities = ops.softmax(cells[..., 5:5 + self.num_classes], axis=-1)
-            labels = ops.cast(ops.argmax(probabilities, axis=-1), feature.dtype)
-            scores = objectness * ops.max(probabilities, axis=-1)
-            parts.append((x, y, w, h, labels, scores))
-        x, y, w, h, labels, scores = (ops.concatenate([p[i] for p in parts], axis=1) for i in range(6))
-        return _yolo_rows(x, y, w, h, labels, scores, scores >= self.confidence_threshold, self.nms_threshold)
-
-    def compute_output_shape(self, input_shape):
-        shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
-        rows = sum(s[1] * s[2] * self.num_box for s in shapes)
-        return (shapes[0][0], rows, 7)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes, num_box=self.num_box, biases=self.biases,
-                      confidence_threshold=self.confidence_threshold, nms_threshold=self.nms_threshold)
-        return config
+    def _passes(self, scores):
+        return scores >= self.confidence_threshold
 
 
 @keras.saving.register_keras_serializable(package="keraffe")
-class Yolov3DetectionOutput(keras.layers.Layer):
+class Yolov3DetectionOutput(_YoloDetections):
     """MobileNet-YOLO's Yolov3DetectionOutput (YOLOv3 decoding, sigmoid classes, class-agnostic NMS).
 
     Input t is an NHWC map of ``num_box * (5 + num_classes)`` channels; its
@@ -403,46 +409,28 @@ class Yolov3DetectionOutput(keras.layers.Layer):
 
     def __init__(self, num_classes, num_box, biases, mask, anchors_scale, confidence_threshold=0.01,
                  nms_threshold=0.45, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.num_box = int(num_box)
-        self.biases = [float(b) for b in biases]
+        super().__init__(num_classes, num_box, biases, confidence_threshold, nms_threshold, **kwargs)
         self.mask = [int(m) for m in mask]
         self.anchors_scale = [int(s) for s in anchors_scale]
-        self.confidence_threshold = float(confidence_threshold)
-        self.nms_threshold = float(nms_threshold)
 
-    def call(self, inputs):
-        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        groups = len(self.mask) // len(inputs)
-        parts = []
-        for t, feature in enumerate(inputs):
-            height, width = feature.shape[1], feature.shape[2]
-            cells = _cells(feature, self.num_box)
-            cols, rows, anchors = _grid(height, width, self.num_box)
-            masked = np.asarray(self.mask[t * groups:t * groups + self.num_box])[anchors]
-            bias_w = np.asarray(self.biases[0::2], np.float32)[masked]
-            bias_h = np.asarray(self.biases[1::2], np.float32)[masked]
-            x = (cols + _sigmoid(cells[..., 0])) / width
-            y = (rows + _sigmoid(cells[..., 1])) / height
-            w = ops.exp(cells[..., 2]) * bias_w / (width * self.anchors_scale[t])
-            h = ops.exp(cells[..., 3]) * bias_h / (height * self.anchors_scale[t])
-            scores = _sigmoid(cells[..., 5:5 + self.num_classes]) * _sigmoid(cells[..., 4:5])
-            labels = ops.cast(ops.argmax(scores, axis=-1), feature.dtype)
-            parts.append((x, y, w, h, labels, ops.max(scores, axis=-1)))
-        x, y, w, h, labels, scores = (ops.concatenate([p[i] for p in parts], axis=1) for i in range(6))
-        return _yolo_rows(x, y, w, h, labels, scores, scores > self.confidence_threshold, self.nms_threshold)
+    def _decode(self, index, count, feature):
+        height, width = feature.shape[1], feature.shape[2]
+        groups = len(self.mask) // count
+        cells = _cells(feature, self.num_box)
+        cols, rows, anchors = _grid(height, width, self.num_box)
+        bias_w, bias_h = self._anchor_sizes(np.asarray(self.mask[index * groups:index * groups + self.num_box])[anchors])
+        scale = self.anchors_scale[index]
+        scores = _sigmoid(cells[..., 5:5 + self.num_classes]) * _sigmoid(cells[..., 4:5])
+        return ((cols + _sigmoid(cells[..., 0])) / width, (rows + _sigmoid(cells[..., 1])) / height,
+                ops.exp(cells[..., 2]) * bias_w / (width * scale), ops.exp(cells[..., 3]) * bias_h / (height * scale),
+                ops.cast(ops.argmax(scores, axis=-1), feature.dtype), ops.max(scores, axis=-1))
 
-    def compute_output_shape(self, input_shape):
-        shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
-        rows = sum(s[1] * s[2] * self.num_box for s in shapes)
-        return (shapes[0][0], rows, 7)
+    def _passes(self, scores):
+        return scores > self.confidence_threshold
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, num_box=self.num_box, biases=self.biases, mask=self.mask,
-                      anchors_scale=self.anchors_scale, confidence_threshold=self.confidence_threshold,
-                      nms_threshold=self.nms_threshold)
+        config.update(mask=self.mask, anchors_scale=self.anchors_scale)
         return config
 
 

@@ -33,7 +33,7 @@ compute the same thing:
   That is for real Caffe only: OpenCV gets DeepLab's Interp and runs its own,
   a judge that shares nothing with keraffe's interpolation weights; only its
   output size is written out as height and width (OpenCV 4.14 computes an
-  empty output from shrink_factor).
+  empty output from shrink_factor, and takes no second bottom for the size).
 - The Synopsys fork's ResizeBilinear on NCHW, with aligned corners or
   half-pixel centres, is brocolli's BilinearInterpolate to the same size.
 - The Synopsys fork's SpaceToBatchND on NCHW blocks of (1, B_h, B_w) is
@@ -459,11 +459,12 @@ def _lrn_with_k(net, node, layer, weights, result) -> bool:
 
 def _interp_sized(net, node, layer, weights, result) -> bool:
     param = layer.interp_param
-    if len(layer.bottom) != 1 or not (param.HasField("shrink_factor") or param.HasField("zoom_factor")):
+    if len(layer.bottom) == 1 and not (param.HasField("shrink_factor") or param.HasField("zoom_factor")):
         return False
     _, _, height, width = net.shapes[node.outputs[0]]
     sized = result.layer.add()
     sized.CopyFrom(layer)
+    del sized.bottom[1:]  # PSPNet's second bottom only gives the size, which OpenCV's Interp does not take
     for field in ("shrink_factor", "zoom_factor"):
         sized.interp_param.ClearField(field)
     sized.interp_param.height, sized.interp_param.width = height, width

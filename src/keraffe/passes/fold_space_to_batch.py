@@ -85,15 +85,12 @@ def _folded(net: CaffeNet, s2b: LayerNode, conv: LayerNode, b2s: LayerNode) -> L
 
 
 def fold_space_to_batch(net: CaffeNet) -> CaffeNet:
-    consumers: dict = {}
-    for node in net.layers:
-        for tensor in node.inputs:
-            consumers.setdefault(tensor, []).append(node)
+    consumers = net.consumers()
     outputs = set(net.outputs)
 
     def only_reader(tensor):
         users = consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and tensor not in outputs else None
+        return users[0][0] if len(users) == 1 and tensor not in outputs else None
 
     replaced: dict[int, LayerNode] = {}
     dropped: set[int] = set()

@@ -74,6 +74,9 @@ CASES = [
          runtime="opencv"),
     Case("interp_shrink_zoom", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { shrink_factor: 2 zoom_factor: 3 }"),
          runtime="opencv"),
+    # PSPNet's: the size from a second bottom.
+    Case("interp_size_of_second_bottom", inputs(x=(1, 2, 5, 4), s=(1, 1, 9, 7)), layer("Interp", "", ("x", "s")),
+         runtime="opencv"),
 ]
 
 

@@ -25,10 +25,7 @@ def _input_layout(ctx, tensor):
     (x, cont, an initial state) through layers that keep its first two axes.
     """
     rank = len(ctx.net.shapes[tensor])
-    consumers: dict = {}
-    for node in ctx.net.layers:
-        for index, bottom in enumerate(node.inputs):
-            consumers.setdefault(bottom, []).append((node, index))
+    consumers = ctx.net.consumers()
     frontier, seen = [tensor], set()
     while rank >= 2 and frontier:
         current = frontier.pop()
