@@ -316,10 +316,10 @@ def _cells(feature, num_box):
 
 
 def _grid(height, width, num_box):
-    """Column and row of each (cell, anchor) in _cells' order, and its anchor index."""
+    """Column and row of each (cell, anchor) in _cells' order (as tensors), and its anchor index (numpy)."""
     cells = np.arange(height * width * num_box) // num_box
-    return ((cells % width).astype(np.float32), (cells // width).astype(np.float32),
-            np.tile(np.arange(num_box), height * width))
+    return (ops.convert_to_tensor((cells % width).astype(np.float32)),
+            ops.convert_to_tensor((cells // width).astype(np.float32)), np.tile(np.arange(num_box), height * width))
 
 
 class _YoloDetections(keras.layers.Layer):
@@ -334,7 +334,8 @@ class _YoloDetections(keras.layers.Layer):
         self.nms_threshold = float(nms_threshold)
 
     def _anchor_sizes(self, anchors):
-        return (np.asarray(self.biases[0::2], np.float32)[anchors], np.asarray(self.biases[1::2], np.float32)[anchors])
+        return (ops.convert_to_tensor(np.asarray(self.biases[0::2], np.float32)[anchors]),
+                ops.convert_to_tensor(np.asarray(self.biases[1::2], np.float32)[anchors]))
 
     def call(self, inputs):
         inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]

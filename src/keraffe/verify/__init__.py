@@ -193,6 +193,9 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
             # OpenCV computes an activation in place over its input when nothing else reads that
             # input, even if the input was asked for; one more reader keeps every asked-for blob.
             kept = [b for b in dict.fromkeys(blobs) if b not in inputs]
+            # OpenCV fails on a net input nothing reads (a spelling may drop the one reader it had).
+            read = {bottom for layer in deploy.layer for bottom in layer.bottom}
+            kept += [name for name in inputs if name not in read]
             if kept:
                 keeper = deploy.layer.add(name="keraffe_keep_blobs", type="Silence")
                 keeper.bottom.extend(kept)
