@@ -31,7 +31,8 @@ def py_faster_rcnn_anchors(ratios, scales, base_size: int = 16) -> np.ndarray:
         height = np.round(width * ratio)
         for scale in scales:
             w, h = width * scale, height * scale
-            boxes.append([center - 0.5 * (w - 1), center - 0.5 * (h - 1), center + 0.5 * (w - 1), center + 0.5 * (h - 1)])
+            half_w, half_h = 0.5 * (w - 1), 0.5 * (h - 1)
+            boxes.append([center - half_w, center - half_h, center + half_w, center + half_h])
     return np.asarray(boxes, np.float64)
 
 

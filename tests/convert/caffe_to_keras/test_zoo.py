@@ -16,10 +16,10 @@ with tie-free seeded confidences.
 
 MobileNet-YOLO's detection outputs run in neither runtime: the runtime judges
 the net up to them (keraffe.verify leaves them out), and numpy ports of the
-fork's source (tests/caffe_reference.py) judge them on the runtime's own
-feature maps, their objectness moved down so that a few hundred candidates,
-with no ties, pass the threshold (random weights would pass every box, and
-the fork's NMS is quadratic in them).
+fork's source (tests/caffe_reference.py) judge them, like SSD's, on seeded
+feature maps of the runtime's shapes whose objectness lets a few hundred
+candidates, with no ties, pass the threshold (a random net's maps pass every
+box, exp() overflows, and the fork's NMS is quadratic in the candidates).
 
 Faster R-CNN nets get a real im_info (image height, width, and scale 1/16,
 at which no proposal is under py-faster-rcnn's 16-pixel minimum, which
@@ -28,8 +28,14 @@ inside the image. Their proposal layer is judged like SSD's DetectionOutput:
 on the runtime's shapes with uniform scores and trained-size deltas, since a
 random RPN's deltas reach exp(10), where one ulp of exp() moves a corner by
 more than the tolerance, and its softmax saturates into ties. The layers after
-it are judged on the runtime's own proposals (recheck_on_reference_inputs). Interp nets (PSPNet, ICNet), judged by real Caffe through
-keraffe's BVLC spelling of Interp, are judged again by OpenCV's own Interp.
+it are judged on the runtime's own proposals (recheck_on_reference_inputs).
+
+Each Interp of a net real Caffe judged (through keraffe's spelling of it) is
+judged again by OpenCV's own Interp, fed OpenCV's values of its input
+(PSPNet, ICNet).
+
+DeepLab v3's blobs need more memory than one run may have here; it is
+verified in segments (_verify_in_segments).
 """
 
 from __future__ import annotations
@@ -398,15 +404,25 @@ def zoo_outcome(relpath: str) -> tuple[str, str]:
     if unjudged.keys() - {str(t) for n in net.layers if n.type in ("YoloDetectionOutput", "Yolov3DetectionOutput")
                           for t in n.outputs}:
         return "mismatch", f"no judge for {', '.join(sorted(unjudged))}"
-    if runtime == "caffe" and any(n.type == "Interp" for n in net.layers):
-        # Real Caffe ran keraffe's own spelling of Interp; OpenCV runs its own Interp.
+    interps = [n for n in net.layers if n.type == "Interp"]
+    if runtime == "caffe" and interps:
+        # Real Caffe ran keraffe's own spelling of Interp; OpenCV runs its own: each Interp is judged again,
+        # fed OpenCV's values of its input.
+        final = {}
+        for node in net.layers:
+            for tensor in node.outputs:
+                final[tensor.blob] = tensor
+        blobs = dict.fromkeys(t.blob for n in interps for t in (*n.inputs, *n.outputs))
         try:
-            second = verify(model, net, inputs, per_layer=True, runtime="opencv", tensor_map=tmap)
+            reference = run_reference(net, inputs, list(blobs), "opencv")
         except KeraffeError as error:
             return "mismatch", "opencv's Interp: " + str(error).strip().splitlines()[-1][:160]
-        bad = [c for c in second.layers if not c.ok]
-        if bad:
-            return "mismatch", f"opencv's Interp: first divergence at {bad[0].caffe_tensor} (rel {bad[0].rel:.3g})"
+        for node in interps:
+            tensor = str(final[node.outputs[0].blob])
+            local = recheck_on_reference_inputs(model, net, tmap, tensor, reference)
+            if local is None or not local.ok:
+                rel = float("inf") if local is None else local.rel
+                return "mismatch", f"opencv's Interp: {tensor} differs (rel {rel:.3g})"
         return "verified by caffe and opencv", ""
     return f"verified by {runtime}", ""
 

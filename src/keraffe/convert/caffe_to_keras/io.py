@@ -34,8 +34,8 @@ def _input_layout(ctx, tensor):
         seen.add(current)
         for node, index in consumers.get(current, []):
             if node.type in ("LSTM", "RNN"):
-                static = len(node.inputs) > 2 + (2 if node.type == "LSTM" else 1) * node.param.recurrent_param.expose_hidden
-                if index != 2 or not static:
+                states = (2 if node.type == "LSTM" else 1) * node.param.recurrent_param.expose_hidden
+                if index != 2 or len(node.inputs) == 2 + states:  # all but a static input (N, ...) are time-major
                     return time_major(rank)
             elif node.type in _KEEP_LEADING_AXES:
                 frontier.extend(node.outputs)
