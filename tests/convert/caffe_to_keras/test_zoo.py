@@ -445,8 +445,9 @@ def test_zoo_net(relpath, zoo):
 def test_expectations_cover_the_zoo(zoo):
     assert sorted(_expected()) == ZOO_NETS
     verified = [k for k, v in _expected().items() if v["status"].startswith("verified")]
-    # The bar the issue sets: the bulk of the zoo converts and matches an independent runtime.
-    assert len(verified) >= 70
+    # The bar issue 10 sets: all but Bayesian SegNet (its MC dropout is random in Caffe itself) and at most one
+    # other net convert and match an independent runtime.
+    assert len(verified) >= 117
 
 
 if __name__ == "__main__":
