@@ -34,6 +34,8 @@ compute the same thing:
   a judge that shares nothing with keraffe's interpolation weights; only its
   output size is written out as height and width (OpenCV 4.14 computes an
   empty output from shrink_factor, and takes no second bottom for the size).
+  An Interp that crops its input first (pad_beg, pad_end) OpenCV cannot run:
+  it gets the InnerProducts as well.
 - The Synopsys fork's ResizeBilinear on NCHW, with aligned corners or
   half-pixel centres, is brocolli's BilinearInterpolate to the same size.
 - The Synopsys fork's SpaceToBatchND on NCHW blocks of (1, B_h, B_w) is
@@ -459,6 +461,8 @@ def _lrn_with_k(net, node, layer, weights, result) -> bool:
 
 def _interp_sized(net, node, layer, weights, result) -> bool:
     param = layer.interp_param
+    if param.pad_beg or param.pad_end:  # OpenCV's Interp cannot crop first: it gets the InnerProducts too
+        return _interp(net, node, layer, weights, result)
     if len(layer.bottom) == 1 and not (param.HasField("shrink_factor") or param.HasField("zoom_factor")):
         return False
     _, _, height, width = net.shapes[node.outputs[0]]

@@ -231,7 +231,12 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     """Compare ``model`` (a keras.Model) with ``net`` (a loaded CaffeNet with weights).
 
     Returns a :class:`VerifyReport`; its ``ok`` says whether every output is
-    within ``tolerance`` (max abs error over max |reference|).
+    within ``tolerance`` (max abs error over max |reference|). Layers no
+    runtime has (:data:`NO_RUNTIME`) and what follows them are left out of the
+    run and listed in the report's ``unjudged`` (``ok`` speaks for the
+    compared outputs only, and the rendered report says what was left out).
+    Blobs with a row per region proposal are compared on the real proposals'
+    rows (keraffe.layout.PROPOSALS).
     """
     import keras
 

@@ -90,6 +90,7 @@ class VerifyReport:
             console.print(table)
         for tensor, why in self.unjudged.items():
             console.print(f"not judged: {tensor} ({why})")
+        left_out = f"; {len(self.unjudged)} tensor(s) not judged, listed above" if self.unjudged else ""
         console.print("verify: " + ("PASS" if self.ok else "FAIL") +
-                      f" (largest output error {self.max_rel:.3g} relative)")
+                      f" (largest output error {self.max_rel:.3g} relative{left_out})")
         return console.export_text()
