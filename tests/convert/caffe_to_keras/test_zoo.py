@@ -113,7 +113,7 @@ INPUT_SHAPES = {
     # Region-based detectors: 300 proposals, each pooled; a smaller image keeps the feature maps small.
     "faster_rcnn_mobilenet/deploy_faster_voc_mobilenet-dw.prototxt": {"data": (1, 3, 224, 224)},
     "rfcn_resnet18/deploy_rfcn_voc_resnet18-priv-merge.prototxt": {"data": (1, 3, 224, 224)},
-    "pvanet/pvanet_v1.prototxt": {"data": (1, 3, 320, 512)},
+    "pvanet/pvanet_v1.prototxt": {"data": (1, 3, 192, 320)},
 }
 STAGES = {"bvlc_mnist_autoencoder/mnist_autoencoder.prototxt": ["test-on-test"]}
 
