@@ -57,8 +57,9 @@ def caffe_layers() -> str:
         if name.startswith("keraffe."):
             continue
         converts = name in handlers
+        shown = f"Python ({name.split(':', 1)[1]})" if name.startswith("Python:") else name
         rows.append(
-            f"| {name} | {'yes' if converts else 'no'} | {'yes' if shapes.has_rule(name) else 'no'} | "
+            f"| {shown} | {'yes' if converts else 'no'} | {'yes' if shapes.has_rule(name) else 'no'} | "
             f"{'yes' if name in CAFFE_1_0_TYPES else ''} | {'yes' if name in OPENCV_TYPES else ''} | "
             f"{handlers.family(name) if converts else ''} |"
         )

@@ -26,7 +26,8 @@ register_layers_when_keras_loads()
 __version__ = "0.1.0"
 
 
-def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=(), max_elements=None):
+def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TEST", stages=(), max_elements=None,
+                   caffe_proto=None):
     """Convert a Caffe net (and its weights) into a Keras 3 model that computes the same thing.
 
     ``input_shape`` gives the input's (N, C, H, W), or a dict of them by input
@@ -36,12 +37,14 @@ def caffe_to_keras(prototxt, caffemodel=None, input_shape=None, phase: str = "TE
     ``max_elements`` sets the cap on the values of any one declared blob and of
     all weights (keraffe.limits; default 2**28): larger nets are refused before
     anything is allocated.
+    ``caffe_proto`` is the caffe.proto of the fork the net was written for
+    (keraffe.caffe.fork_schema).
     """
     from keraffe.caffe.net import load_net
     from keraffe.convert.caffe_to_keras import check_supported, convert_net
 
     net = load_net(prototxt, caffemodel, input_shape, phase=phase, stages=stages, check_types=check_supported,
-                   max_elements=max_elements)
+                   max_elements=max_elements, caffe_proto=caffe_proto)
     model, tensor_map = convert_net(net, release_weights=True)
     model.keraffe_tensor_map = tensor_map
     return model
@@ -89,10 +92,10 @@ def register_keras_layer(layer, handler=None):
 
 
 def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime="caffe", tolerance=1e-4,
-           input_shape=None, max_elements=None):
+           input_shape=None, max_elements=None, caffe_proto=None):
     """Run a Keras model and a Caffe net on the same input and compare them (see keraffe.verify).
 
-    ``max_elements`` is the cap for reading the files (see caffe_to_keras).
+    ``max_elements`` is the cap for reading the files (see caffe_to_keras); ``caffe_proto`` the fork's schema.
     """
     from keraffe.caffe.net import load_net
     from keraffe.keras_io import load_keras_model
@@ -100,10 +103,20 @@ def verify(model, prototxt, weights=None, inputs=None, per_layer=False, runtime=
 
     if isinstance(model, (str, os.PathLike)):
         model = load_keras_model(model, max_elements=max_elements)
-    net = load_net(prototxt, weights, input_shape, max_elements=max_elements)
+    net = load_net(prototxt, weights, input_shape, max_elements=max_elements, caffe_proto=caffe_proto)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = read_inputs(inputs, net)
     return run_verify(model, net, inputs, per_layer=per_layer, runtime=runtime, tolerance=tolerance)
 
 
-__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "register_keras_layer", "verify"]
+def register_caffe_layer(type_name=None, *, python_layer=None, output_shapes=None, weight_shapes=None):
+    """Teach Caffe -> Keras a layer type of your own, or a Python layer by module and class (a decorator).
+
+    See keraffe.convert.caffe_to_keras.plugins.register_caffe_layer and docs/caffe_plugins.md.
+    """
+    from keraffe.convert.caffe_to_keras.plugins import register_caffe_layer as register
+
+    return register(type_name, python_layer=python_layer, output_shapes=output_shapes, weight_shapes=weight_shapes)
+
+
+__all__ = ["KeraffeError", "caffe_to_keras", "keras_to_caffe", "register_caffe_layer", "register_keras_layer", "verify"]

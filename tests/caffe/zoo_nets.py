@@ -52,23 +52,23 @@ EXCLUDED: dict[str, str] = {
     "dan_face_alignment/DAN_convert_optimized_new.prototxt":
         "not in brocolli: ResizeNearestNeighbor; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "darknet19/darknet19_deploy.prototxt":
-        "not in brocolli: Reorg, YoloDetectionOutput; no keraffe shape rule: YoloDetectionOutput",
+        "not in brocolli: Reorg, YoloDetectionOutput",
     "deeplabv3_pascal/deeplabv3_pascal_convert_optimized.prototxt":
-        "not in brocolli: BatchToSpaceND, ResizeBilinear, SpaceToBatchND; no keraffe shape rule: BatchToSpaceND, SpaceToBatchND; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
+        "not in brocolli: BatchToSpaceND, ResizeBilinear, SpaceToBatchND; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "enet/enet_deploy.prototxt":
-        "not in brocolli: BN, Python; no keraffe shape rule: Python",
+        "not in brocolli: BN, Python",
     "enet/enet_deploy_final.prototxt":
         "not in brocolli: BN",
     "facenet_inception_resnet_v1/face_net.prototxt":
         "fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "fast_rcnn_vgg_cnn_m_1024/test.prototxt":
-        "not in brocolli: ROIPooling; no keraffe shape rule: ROIPooling",
+        "not in brocolli: ROIPooling",
     "faster_rcnn_mobilenet/deploy_faster_voc_mobilenet-dw.prototxt":
-        "not in brocolli: ConvolutionDepthwise, Python, ROIPooling; no keraffe shape rule: Python, ROIPooling",
+        "not in brocolli: ConvolutionDepthwise, Python, ROIPooling",
     "faster_rcnn_vgg16/test.prototxt":
-        "not in brocolli: Python, ROIPooling; no keraffe shape rule: Python, ROIPooling",
+        "not in brocolli: Python, ROIPooling",
     "faster_rcnn_zf/test.prototxt":
-        "not in brocolli: Python, ROIPooling; no keraffe shape rule: Python, ROIPooling",
+        "not in brocolli: Python, ROIPooling",
     "icnet_cityscapes/icnet_cityscapes.prototxt":
         "not in brocolli: Interp",
     "mobilenet_v1_025_tfconvert/mobilenet_v1_0.25_128_convert.prototxt":
@@ -76,7 +76,7 @@ EXCLUDED: dict[str, str] = {
     "mobilenet_v3_small/v3-small_224_0.75_float_convert_optimized.prototxt":
         "not in brocolli: Mul; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "mobilenet_yolov2/mobilenet_yolo_deploy.prototxt":
-        "not in brocolli: DepthwiseConvolution, YoloDetectionOutput; no keraffe shape rule: YoloDetectionOutput",
+        "not in brocolli: DepthwiseConvolution, YoloDetectionOutput",
     "mobilenet_yolov3_lite_tusimple/mobilenet_yolov3_lite_deploy.prototxt":
         "not in brocolli: DepthwiseConvolution",
     "mobilenetv2_ssdlite/deploy.prototxt":
@@ -88,11 +88,11 @@ EXCLUDED: dict[str, str] = {
     "pspnet_resnet101v2/deploy_psp_resnet101-v2-merge.prototxt":
         "not in brocolli: Interp",
     "pvanet/pvanet_v1.prototxt":
-        "not in brocolli: Python, ROIPooling; no keraffe shape rule: Python, ROIPooling",
+        "not in brocolli: Python, ROIPooling",
     "retinanet_r101_fpn/detectron2_retinanet_R_101_FPN_3_convert_optimized.prototxt":
         "not in brocolli: ResizeNearestNeighbor; fields brocolli cannot parse: pad_b, pad_l, pad_r, pad_t",
     "rfcn_resnet18/deploy_rfcn_voc_resnet18-priv-merge.prototxt":
-        "not in brocolli: Python; no keraffe shape rule: PSROIPooling, Python",
+        "not in brocolli: Python",
     "se_resnet50/SE-ResNet-50.prototxt":
         "not in brocolli: Axpy",
     "se_resnext50/SE-ResNeXt-50.prototxt":
@@ -110,9 +110,9 @@ EXCLUDED: dict[str, str] = {
     "srresnet_srgan/srres_sb_deploy.prototxt":
         "fields brocolli cannot parse: pixelshuffler",
     "yolo_v2_voc/yolo_voc.prototxt":
-        "not in brocolli: Python; no keraffe shape rule: Python",
+        "not in brocolli: Python",
     "yolov3_darknet/yolov3-tiny.prototxt":
-        "not in brocolli: Yolov3DetectionOutput; no keraffe shape rule: Yolov3DetectionOutput",
+        "not in brocolli: Yolov3DetectionOutput",
     "yolov3_darknet/yolov3.prototxt":
-        "not in brocolli: Yolov3DetectionOutput; no keraffe shape rule: Yolov3DetectionOutput",
+        "not in brocolli: Yolov3DetectionOutput",
 }

@@ -200,22 +200,26 @@ def test_unknown_layer_types_are_listed_in_one_error(tmp_path, capsys):
 def test_caffe2keras_lists_unknown_and_unconvertible_types_in_one_error(tmp_path, capsys):
     text = (NET_HEAD
             + 'layer { name: "a1" type: "Frobnicate" bottom: "data" top: "a1" }\n'
-            + 'layer { name: "r" type: "Reorg" bottom: "data" top: "r" reorg_param { stride: 2 } }\n')
+            + 'layer { name: "r" type: "Accuracy" bottom: "data" bottom: "data" top: "r" }\n')
     fails(capsys, ["caffe2keras", write(tmp_path, "n.prototxt", text), "-o", tmp_path / "m.keras"],
-          "2 layer type(s) keraffe cannot convert to Keras", "Frobnicate: 1 layer(s): 'a1'", "Reorg: 1 layer(s): 'r'")
+          "2 layer type(s) keraffe cannot convert to Keras", "Frobnicate: 1 layer(s): 'a1'", "Accuracy: 1 layer(s): 'r'")
     assert not (tmp_path / "m.keras").exists()
 
 
-def test_zoo_net_with_several_unknown_types(capsys):
-    fails(capsys, ["inspect", zoo("deeplabv3_pascal/deeplabv3_pascal_convert_optimized.prototxt")],
-          "2 layer type(s) keraffe does not know", "BatchToSpaceND: 57 layer(s)", "SpaceToBatchND: 57 layer(s)")
+def test_net_with_several_unknown_types(tmp_path, capsys):
+    text = NET_HEAD + "".join(f'layer {{ name: "{kind}{i}" type: "{kind}" bottom: "data" top: "{kind}{i}" }}\n'
+                              for kind in ("SpaceToDepthFork", "CropAndWarp") for i in range(7))
+    fails(capsys, ["inspect", write(tmp_path, "n.prototxt", text)],
+          "2 layer type(s) keraffe does not know", "CropAndWarp: 7 layer(s)", "SpaceToDepthFork: 7 layer(s)")
 
 
-def test_python_layers_are_reported_as_such(capsys):
-    fails(capsys, ["inspect", zoo("faster_rcnn_vgg16/test.prototxt")],
-          "ROIPooling: 1 layer(s): 'roi_pool5'",
+def test_python_layers_are_reported_as_such(tmp_path, capsys):
+    text = (NET_HEAD + 'layer { name: "warp" type: "WarpAffine" bottom: "data" top: "w" }\n'
+            'layer { name: "proposal" type: "Python" bottom: "data" top: "rois" '
+            'python_param { module: "my_rpn.layers" layer: "ProposalLayer" } }\n')
+    fails(capsys, ["inspect", write(tmp_path, "n.prototxt", text)], "WarpAffine: 1 layer(s): 'warp'",
           "Python: 1 layer(s) running user Python code that keraffe cannot read: "
-          "'proposal' (rpn.proposal_layer.ProposalLayer)")
+          "'proposal' (my_rpn.layers.ProposalLayer)")
 
 
 def test_train_val_net_needs_input_shape(capsys):

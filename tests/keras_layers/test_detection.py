@@ -210,3 +210,54 @@ def test_detection_output_image_without_scores(tmp_path):
     padded[0, : len(expected[0])] = expected[0]
     out = check_layer(layer, [loc, conf, priors], padded, tmp_path, batched=False)[0]
     assert_close("image 1", np.full((rows, 7), -1.0), out[1])
+
+
+# ---------------------------------------------------------------- MobileNet-YOLO, Faster R-CNN
+
+
+def test_yolo_detection_outputs_match_the_fork(tmp_path):
+    """Both YOLO layers against numpy ports of MobileNet-YOLO's C++ (tests/caffe_reference.py)."""
+    import caffe_reference
+    from keraffe.keras_layers import Yolov3DetectionOutput, YoloDetectionOutput
+
+    from ._common import nchw
+
+    biases = [1.08, 1.19, 3.42, 4.41, 6.63, 11.38]
+    maps = rng(5).standard_normal((1, 5, 5, 27)).astype(np.float32)
+    expected = caffe_reference.yolo_detection_output([nchw(maps)], 4, 3, biases, 0.2, 0.45)[0, 0]
+    rows = check_layer(YoloDetectionOutput(4, 3, biases, 0.2, 0.45, name="yolo"), maps,
+                       _padded(expected, 75), tmp_path)[0]
+    assert 1 < np.sum(rows[0, :, 0] >= 0) < 75
+    v3 = [rng(6).standard_normal((1, 4, 5, 24)).astype(np.float32), rng(7).standard_normal((1, 8, 10, 24)).astype(
+        np.float32)]
+    biases = [10, 13, 16, 30, 33, 23, 30, 61, 62, 45, 59, 119]
+    expected = caffe_reference.yolov3_detection_output([nchw(m) for m in v3], 3, 3, biases, [3, 4, 5, 0, 1, 2],
+                                                       [32, 16], 0.3, 0.45)[0, 0]
+    check_layer(Yolov3DetectionOutput(3, 3, biases, [3, 4, 5, 0, 1, 2], [32, 16], 0.3, 0.45, name="yolo3"), v3,
+                _padded(expected, 300), tmp_path)
+
+
+def _padded(rows, count):
+    """The fork's (n, 7) rows in keraffe's convention: (1, count, 7), padded with -1."""
+    out = np.full((1, count, 7), -1.0, np.float32)
+    out[0, :len(rows)] = rows
+    return out
+
+
+def test_proposals_match_py_faster_rcnn(tmp_path):
+    """py-faster-rcnn's ProposalLayer (rpn/proposal_layer.py and its GPU NMS), ported in tests/caffe_reference.py."""
+    import caffe_reference
+    from keraffe.caffe.anchors import py_faster_rcnn_anchors
+    from keraffe.keras_layers import Proposal
+
+    from ._common import nchw
+
+    scores = rng(8).uniform(0.0, 1.0, (1, 6, 7, 18)).astype(np.float32)
+    deltas = (rng(9).standard_normal((1, 6, 7, 36)) * 0.8).astype(np.float32)
+    im_info = np.array([[96, 112, 1.0]], np.float32)
+    rois, kept = caffe_reference.py_faster_rcnn_proposals(nchw(scores), nchw(deltas), im_info, 16,
+                                                          post_nms_top_n=50)
+    layer = Proposal(py_faster_rcnn_anchors((0.5, 1, 2), (8, 16, 32)).tolist(), 16, post_nms_topn=50, name="proposal")
+    expected = [np.full((50, 5), -1.0, np.float32), np.full((50, 1), -1.0, np.float32)]
+    expected[0][:len(rois)], expected[1][:len(rois)] = rois, kept
+    check_layer(layer, [scores, deltas, im_info], expected, tmp_path, tolerance=2e-6)

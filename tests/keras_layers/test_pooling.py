@@ -11,6 +11,8 @@ is h * W + w. Unpooling is SegNet's upsample_layer.cpp: top[mask[i]] = bottom[i]
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +123,44 @@ def test_max_unpooling(shape, kernel, tmp_path):
     expected = segnet_unpool(values, mask, shape[1:3])
     check_layer(MaxUnpooling2D(kernel, shape[1:3]), [nhwc(values).astype(np.float32), nhwc(mask).astype(np.float32)],
                 nhwc(expected), tmp_path)
+
+
+ROIS = np.array([[0, 2, 4, 20, 30], [1, 0, 0, 23, 19], [0, 10, 10, 10, 10], [1, 3.3, 7.7, 12.5, 9.49],
+                 [0, 1.5, 2.5, 7.5, 6.5], [-1, -1, -1, -1, -1]], np.float32)
+
+
+def _opencv(type_name, param, features_nchw, rois):
+    """OpenCV DNN's own ROIPooling / PSROIPooling, on the real rows (it has no use for keraffe's -1 padding)."""
+    import cv2
+
+    prototxt = (f'name: "roi"\nlayer {{ name: "x" type: "Input" top: "x" input_param {{ shape {{ '
+                + " ".join(f"dim: {d}" for d in features_nchw.shape) + ' } } }\n'
+                f'layer {{ name: "rois" type: "Input" top: "rois" input_param {{ shape {{ dim: {len(rois)} dim: 5 }} }} }}\n'
+                f'layer {{ name: "pool" type: "{type_name}" bottom: "x" bottom: "rois" top: "y" {param} }}\n')
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "roi.prototxt")
+        path.write_text(prototxt)
+        net = cv2.dnn.readNetFromCaffe(str(path))
+        net.setInput(features_nchw, "x")
+        net.setInput(rois, "rois")
+        return np.asarray(net.forward("pool"))
+
+
+@pytest.mark.backends
+@pytest.mark.parametrize("type_name", ["ROIPooling", "PSROIPooling"])
+def test_roi_pooling_matches_opencv(type_name, tmp_path):
+    """py-faster-rcnn's ROIPooling and R-FCN's PSROIPooling, judged by OpenCV's; padding rows (-1) give 0."""
+    from keraffe.keras_layers import PSROIPooling, ROIPooling
+
+    features = rng(4).standard_normal((2, 10, 12, 18)).astype(np.float32)
+    real = ROIS[:-1]
+    if type_name == "ROIPooling":
+        layer = ROIPooling((3, 2), 0.5, name="roi_pooling")
+        expected = _opencv(type_name, "roi_pooling_param { pooled_h: 3 pooled_w: 2 spatial_scale: 0.5 }",
+                           nchw(features), real)
+    else:
+        layer = PSROIPooling(2, 3, 0.5, name="psroi_pooling")
+        expected = _opencv(type_name, "psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 3 }",
+                           nchw(features), real)
+    expected = np.concatenate([nhwc(expected), np.zeros((1,) + nhwc(expected).shape[1:], np.float32)])
+    check_layer(layer, [features, ROIS], expected, tmp_path, batched=False)

@@ -36,3 +36,18 @@ def test_interp(shape, size, pad_beg, pad_end, tmp_path):
 def test_interp_refuses_positive_padding():
     with pytest.raises(ValueError, match="non-positive"):
         Interp((4, 4), pad_beg=1)
+
+
+@pytest.mark.parametrize("shape, size, flags", [
+    ((2, 5, 4, 3), (9, 7), {"align_corners": True}),
+    ((1, 9, 8, 2), (4, 5), {"half_pixel_centers": True}),
+    ((2, 5, 6, 3), (11, 4), {}),
+], ids=["align_corners", "half_pixel", "legacy"])
+def test_resize_bilinear_matches_the_synopsys_fork(shape, size, flags, tmp_path):
+    """The Synopsys fork's ResizeBilinear (TF's resize_bilinear) on NHWC, its loops ported in tests/caffe_reference."""
+    from caffe_reference import tf_resize_bilinear
+    from keraffe.keras_layers import ResizeBilinear
+
+    x = rng(1).standard_normal(shape).astype(np.float32)
+    expected = tf_resize_bilinear(x, *size, nhwc=True, **flags)
+    check_layer(ResizeBilinear(size, name="resize_bilinear", **flags), x, expected, tmp_path, tolerance=1e-6)

@@ -87,3 +87,35 @@ def test_argmax(shape, top_k, axis, out_max_val, tmp_path):
 def test_subsample(strides, tmp_path):
     x = rng(9).standard_normal((2, 7, 8, 3)).astype(np.float32)
     check_layer(Subsample2D(strides), x, x[:, :: strides[0], :: strides[1], :], tmp_path)
+
+
+def _space_to_batch(x, blocks, pads):
+    """TF's space_to_batch_nd, element by element: out[(b1 * B2 + b2) * N + n, y1, y2, ...] = padded[n, y1*B1+b1, ...]."""
+    padded = np.pad(x, [(0, 0)] + list(pads) + [(0, 0)] * (x.ndim - 1 - len(blocks)))
+    n = x.shape[0]
+    sizes = [padded.shape[1 + i] // b for i, b in enumerate(blocks)]
+    out = np.zeros((n * int(np.prod(blocks)), *sizes, *padded.shape[1 + len(blocks):]), x.dtype)
+    for offsets in np.ndindex(*blocks):
+        block = int(np.ravel_multi_index(offsets, blocks))
+        index = tuple(slice(o, None, b) for o, b in zip(offsets, blocks))
+        out[block * n:(block + 1) * n] = padded[(slice(None),) + index]
+    return out
+
+
+def test_space_to_batch_and_back(tmp_path):
+    """The Synopsys fork's SpaceToBatchND and BatchToSpaceND (TF's), with its crop after."""
+    from keraffe.keras_layers import BatchToSpaceND, SpaceToBatchND
+
+    x = rng(2).standard_normal((2, 5, 4, 3)).astype(np.float32)
+    blocks, pads, crops = (3, 2), ((1, 0), (0, 2)), ((1, 0), (0, 2))
+    batched = _space_to_batch(x, blocks, pads)
+    check_layer(SpaceToBatchND(blocks, pads, name="s2b"), x, batched, tmp_path, batched=False)
+    check_layer(BatchToSpaceND(blocks, crops, name="b2s"), batched, x, tmp_path, batched=False)
+
+
+def test_constant_blob_ignores_its_input(tmp_path):
+    from keraffe.keras_layers import ConstantBlob
+
+    value = rng(3).standard_normal((1, 4, 3)).astype(np.float32)
+    check_layer(ConstantBlob((1, 4, 3), name="blob"), np.zeros((2, 5), np.float32), value, tmp_path,
+                weights=[value])

@@ -333,6 +333,9 @@ def _read_blob(reader: StreamReader, end: int) -> Blob:
         dims = [legacy_dims.get(i, 0) for i in _BLOB_LEGACY_DIMS]
     elif shape is not None:
         dims = shape
+    elif values.size == 1:
+        # Caffe writes a scalar blob (a shared PReLU slope) with no shape at all, and reads it as shape ().
+        dims = []
     else:
         dims = [values.size] if values.size else [0]
     check_blob_shape(dims, values.size)

@@ -18,8 +18,8 @@ import numpy as np
 
 from keraffe.caffe.caffemodel import CaffeWeights, read_weights
 from keraffe.caffe.proto import caffe_pb2 as pb
-from keraffe.caffe.prototxt import read_prototxt
-from keraffe.caffe.shapes import LayerShapes, Shape, has_rule, infer_layer
+from keraffe.caffe.prototxt import read_prototxt, read_prototxt_text
+from keraffe.caffe.shapes import LayerShapes, Shape, has_rule, infer_layer, layer_kind
 from keraffe.caffe.upgrade import upgrade_net
 from keraffe.errors import CaffeFormatError, ShapeError, UnsupportedLayerError
 from keraffe.limits import EXPANSION_SLACK, MIN_STORED_BYTES, check_elements, check_total, count, element_cap
@@ -67,6 +67,11 @@ class LayerNode:
         return self.param.type
 
     @property
+    def kind(self) -> str:
+        """Its type, or for a Python layer "Python:module.Layer" (see keraffe.caffe.shapes.layer_kind)."""
+        return layer_kind(self.param)
+
+    @property
     def num_params(self) -> int:
         if self.weights is not None:
             return int(sum(w.size for w in self.weights))
@@ -89,6 +94,8 @@ class CaffeNet:
     shared_params: dict[tuple[str, int], tuple[str, int]]
     #: Tensors a pass removed by fusing their producer into the next layer -> (producer, fused layer).
     fused: dict[Tensor, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    #: Read with a fork's schema (--caffe-proto): layer name -> its fields keraffe's schema lacks.
+    foreign_fields: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def layer(self, name: str) -> LayerNode:
         for node in self.layers:
@@ -102,6 +109,14 @@ class CaffeNet:
         for node in self.layers:
             net.layer.add().CopyFrom(node.param)
         return net
+
+    def consumers(self) -> dict[Tensor, list[tuple[LayerNode, int]]]:
+        """Each tensor's readers: (layer, which bottom it is), in net order."""
+        readers: dict[Tensor, list[tuple[LayerNode, int]]] = {}
+        for node in self.layers:
+            for index, tensor in enumerate(node.inputs):
+                readers.setdefault(tensor, []).append((node, index))
+        return readers
 
     def weight_arrays(self) -> dict[str, list[np.ndarray]]:
         return {n.name: n.weights for n in self.layers if n.weights}
@@ -124,6 +139,7 @@ def load_net(
     infer_shapes: bool = True,
     check_types: Callable[["CaffeNet"], None] | None = None,
     max_elements: int | None = None,
+    caffe_proto: str | os.PathLike | None = None,
 ) -> CaffeNet:
     """Read a prototxt (and weights) into a deploy :class:`CaffeNet`.
 
@@ -139,14 +155,26 @@ def load_net(
     blob and of all weights together (keraffe.limits); every shape the net
     declares is checked against it, and its weights against the size of the
     weights file, before a weight is read.
+
+    ``caffe_proto`` is a fork's own caffe.proto to read the prototxt with
+    (keraffe.caffe.fork_schema): fields keraffe's schema lacks are kept in
+    ``CaffeNet.foreign_fields`` and named in the notes.
     """
     with element_cap(max_elements):
-        return _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types)
+        return _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types, caffe_proto)
 
 
-def _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types) -> CaffeNet:
+def _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shapes, check_types,
+              caffe_proto) -> CaffeNet:
     source = str(prototxt)
-    raw = read_prototxt(prototxt)
+    foreign: dict[str, list[str]] = {}
+    if caffe_proto is not None:
+        from keraffe.caffe.fork_schema import load_fork_schema, parse_with_schema
+
+        read = parse_with_schema(read_prototxt_text(prototxt), source, load_fork_schema(caffe_proto))
+        raw, foreign = read.net, read.foreign
+    else:
+        raw = read_prototxt(prototxt)
     if not len(raw.layer) and not len(raw.layers) and not len(raw.input):
         raise CaffeFormatError(f"{source}: the net has no layers (is the file empty?)")
     upgraded, notes = upgrade_net(raw, source)
@@ -158,6 +186,12 @@ def _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shape
     net = _to_deploy(net, input_shapes, source, notes)
     nodes, inputs, outputs = _build_graph(net, source, excluded_producers, phase)
     result = CaffeNet(net.name, source, nodes, {}, inputs, outputs, notes, _shared_params(net))
+    if foreign:
+        kept = {node.name for node in nodes}
+        result.foreign_fields = {name: fields for name, fields in foreign.items() if name in kept or not name}
+        for name, fields in result.foreign_fields.items():
+            where = f"layer '{name}'" if name else "the net"
+            notes.append(f"{where} has field(s) keraffe's schema lacks, read with {caffe_proto}: {', '.join(fields)}")
     if infer_shapes:
         (check_types or check_known_types)(result)
         _infer_shapes(result)
@@ -166,7 +200,21 @@ def _load_net(prototxt, weights, input_shapes, phase, stages, level, infer_shape
             _check_weights_fit(result, Path(weights))
         loaded = weights if isinstance(weights, CaffeWeights) else read_weights(weights)
         bind_weights(result, loaded)
+    _parameters_fed_from_outside(result)
     return result
+
+
+def _parameters_fed_from_outside(net: CaffeNet) -> None:
+    """A Parameter layer with no blob in the weights is an input of the net.
+
+    Caffe would give it zeros (a fresh blob), which no net means: such layers
+    stand for values fed from outside (DAN's, converted from TensorFlow
+    placeholders), which a pycaffe user writes into the layer's blob.
+    """
+    for node in net.layers:
+        if node.type == "Parameter" and node.weights is None and node.outputs[0] not in net.inputs:
+            net.inputs.append(node.outputs[0])
+            net.notes.append(f"Parameter layer '{node.name}' has no blob in the weights: it is an input of the net")
 
 
 # ------------------------------------------------------------------ phase filtering
@@ -347,29 +395,41 @@ def _shared_params(net: pb.NetParameter) -> dict[tuple[str, int], tuple[str, int
 
 def check_known_types(net: "CaffeNet") -> None:
     """Raise one error naming every layer whose type has no shape rule (Python layers included)."""
-    refuse_layer_types(net, lambda node: node.type != "Python" and has_rule(node.type), "does not know")
+    refuse_layer_types(net, lambda node: has_rule(node.kind), "does not know")
 
 
-def refuse_layer_types(net: "CaffeNet", accepted: Callable[["LayerNode"], bool], verb: str) -> None:
+def refuse_layer_types(net: "CaffeNet", accepted: Callable[["LayerNode"], bool], verb: str,
+                       refuse_foreign_fields: bool = False) -> None:
     """Raise one UnsupportedLayerError listing, by type, every layer ``accepted`` refuses.
 
     Python layers are listed with the module and class they run, since those
-    say what the layer is; keraffe can never read user Python code.
+    say what the layer is; keraffe never reads user Python code, and knows only
+    the Python layers it (or a plug-in, keraffe.register_caffe_layer) was taught.
     """
     missing: dict[str, list[str]] = {}
     for node in net.layers:
+        if accepted(node):
+            continue
         if node.type == "Python":
             python = node.param.python_param
             missing.setdefault("Python", []).append(f"'{node.name}' ({python.module}.{python.layer})")
-        elif not accepted(node):
+        else:
             missing.setdefault(node.type, []).append(f"'{node.name}'")
-    if not missing:
+    foreign = []
+    if refuse_foreign_fields:
+        # A field keraffe's schema lacks may change what a layer computes: a layer keraffe would convert refuses it.
+        foreign = [(node, net.foreign_fields[node.name]) for node in net.layers
+                   if node.name in net.foreign_fields and accepted(node)]
+    if not missing and not foreign:
         return
-    lines = [f"{net.source}: {len(missing)} layer type(s) keraffe {verb}:"]
+    lines = [f"{net.source}: {len(missing)} layer type(s) keraffe {verb}:"] if missing else [f"{net.source}:"]
     for type_name, layer_names in sorted(missing.items()):
         shown = ", ".join(layer_names[:5]) + (" ..." if len(layer_names) > 5 else "")
         what = " running user Python code that keraffe cannot read" if type_name == "Python" else ""
         lines.append(f"  {type_name}: {len(layer_names)} layer(s){what}: {shown}")
+    for node, fields in foreign:
+        lines.append(f"  layer '{node.name}' ({node.type}) sets field(s) of its fork's schema that keraffe's lacks, "
+                     f"so keraffe cannot know what they change: {', '.join(fields)}")
     raise UnsupportedLayerError("\n".join(lines))
 
 
@@ -440,6 +500,8 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
         # Caffe gives a layer name's weights to the first layer of that name only.
         entry = weights.layers.get(node.name) if node.name not in used else None
         if entry is None or not entry.blobs:
+            if node.type == "Parameter":
+                continue  # fed from outside: an input of the net (see _parameters_fed_from_outside)
             if expected and not all((node.name, i) in net.shared_params for i in range(len(expected))):
                 wanted = ", ".join(str(s) for s in expected)
                 raise ShapeError(
@@ -465,6 +527,9 @@ def bind_weights(net: CaffeNet, weights: CaffeWeights) -> None:
             if blob.shape == want:
                 arrays.append(blob.data)
             elif blob.legacy and _legacy_matches(want, blob.shape):
+                arrays.append(blob.data.reshape(want))
+            elif {want, blob.shape} == {(), (1,)}:
+                # One value, spelled as a scalar (Caffe writes no shape) or as a vector of one (other writers).
                 arrays.append(blob.data.reshape(want))
             else:
                 raise ShapeError(

@@ -72,8 +72,8 @@ def _check_nesting(text: str, source: str) -> None:
         )
 
 
-def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:
-    """Read a prototxt file as written (no upgrade)."""
+def read_prototxt_text(path: str | os.PathLike) -> str:
+    """A prototxt file's text, refusing binary files and text that is not UTF-8."""
     path = Path(path)
     if not path.is_file():
         raise CaffeFormatError(f"{path}: prototxt file not found")
@@ -85,7 +85,12 @@ def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise CaffeFormatError(f"{path}:{line}: not UTF-8 text ({error.reason})") from None
-    return parse_prototxt(text, str(path))
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_prototxt(path: str | os.PathLike) -> pb.NetParameter:
+    """Read a prototxt file as written (no upgrade)."""
+    return parse_prototxt(read_prototxt_text(path), str(path))
 
 
 def format_prototxt(net: pb.NetParameter, dialect: Dialect = Dialect.BVLC, header: str = "") -> str:

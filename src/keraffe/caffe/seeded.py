@@ -45,6 +45,8 @@ def seeded_weights(net: CaffeNet, seed: int = 0) -> dict[str, list[np.ndarray]]:
     for node in net.layers:
         if node.shapes is None or not node.shapes.params or node.name in weights:
             continue
+        if node.type == "Parameter" and node.outputs[0] in net.inputs:
+            continue  # an input of the net (a Parameter with no blob), fed like the others
         if any((node.name, i) in net.shared_params for i in range(len(node.shapes.params))):
             owner, _ = net.shared_params[(node.name, 0)]
             weights[node.name] = weights.get(owner) or _layer_blobs(node.type, node.shapes.params, rng)

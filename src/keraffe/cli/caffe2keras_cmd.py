@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from keraffe.cli.options import add_input_shape_option, input_shapes_from
+from keraffe.cli.options import add_caffe_proto_option, add_input_shape_option, input_shapes_from
 
 HELP = "convert a Caffe net to a Keras 3 model"
 
@@ -20,6 +20,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--weights", help="the net's .caffemodel or .caffemodel.h5")
     parser.add_argument("-o", "--output", required=True, help="the .keras file to write")
     add_input_shape_option(parser)
+    add_caffe_proto_option(parser)
     parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)")
     parser.add_argument("--stage", action="append", default=[], help="net state stage (repeatable)")
 
@@ -30,9 +31,9 @@ def run(args) -> int:
     from keraffe.files import refuse_overwriting_input
     from keraffe.keras_io import save_keras_model
 
-    refuse_overwriting_input(args.output, args.prototxt, args.weights)
+    refuse_overwriting_input(args.output, args.prototxt, args.weights, args.caffe_proto)
     net = load_net(args.prototxt, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage,
-                   check_types=check_supported)
+                   check_types=check_supported, caffe_proto=args.caffe_proto)
     model, tensor_map = convert_net(net, release_weights=True)
     save_keras_model(model, args.output)
     kinds = Counter(type(layer).__name__ for layer in model.layers)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from keraffe.cli.options import add_input_shape_option, input_shapes_from
+from keraffe.cli.options import add_caffe_proto_option, add_input_shape_option, input_shapes_from
 
 HELP = "show a Caffe net or Keras model layer by layer"
 
@@ -23,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("model", help="NET.prototxt, or MODEL.keras / MODEL.h5")
     parser.add_argument("--weights", help="the net's .caffemodel or .caffemodel.h5 (checks it against the net)")
     add_input_shape_option(parser)
+    add_caffe_proto_option(parser)
     parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"], help="net phase (default TEST)")
     parser.add_argument("--stage", action="append", default=[], help="net state stage (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -54,7 +55,8 @@ def run(args) -> int:
         return _run_keras(args, path)
     from keraffe.caffe.net import load_net
 
-    net = load_net(path, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage)
+    net = load_net(path, args.weights, input_shapes_from(args), phase=args.phase, stages=args.stage,
+                   caffe_proto=args.caffe_proto)
     report = caffe_report(net)
     if args.json:
         json.dump(report, sys.stdout, indent=1)

@@ -31,6 +31,14 @@ def add_input_shape_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_caffe_proto_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--caffe-proto", metavar="FORK.proto",
+        help="the caffe.proto of the fork the net was written for: the prototxt is read with it, and fields "
+             "keraffe's own schema lacks are named (docs/caffe_forks.md)",
+    )
+
+
 def input_shapes_from(args) -> dict[str, tuple[int, ...]] | tuple[int, ...] | None:
     given = getattr(args, "input_shape", None)
     if not given:

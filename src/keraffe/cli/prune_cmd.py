@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from keraffe.cli.options import add_input_shape_option, add_target_option, input_shapes_from, print_target_check
+from keraffe.cli.options import (add_caffe_proto_option, add_input_shape_option, add_target_option, input_shapes_from,
+                                 print_target_check)
 
 HELP = "remove whole channels (structured pruning) from a Keras model or a Caffe net"
 
@@ -55,6 +56,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--report", action="store_true",
                         help="also export both models to Caffe and time them in OpenCV DNN")
     add_input_shape_option(parser)
+    add_caffe_proto_option(parser)
 
 
 def _load_data(path, caffe_order: bool):
@@ -100,18 +102,20 @@ def run(args) -> int:
 
     source = Path(args.model)
     caffe = source.suffix.lower() in CAFFE_SUFFIXES
-    refuse_overwriting_input(args.output, args.model, args.weights)
+    refuse_overwriting_input(args.output, args.model, args.weights, args.caffe_proto)
     if caffe:
         import keraffe
 
         if not args.weights:
             raise KeraffeError("pruning a Caffe net needs its trained weights: --weights W.caffemodel")
-        model = keraffe.caffe_to_keras(source, args.weights, input_shapes_from(args))
+        model = keraffe.caffe_to_keras(source, args.weights, input_shapes_from(args), caffe_proto=args.caffe_proto)
     else:
         from keraffe.keras_io import load_keras_model
 
         if args.weights:
             raise KeraffeError("--weights is for a Caffe net; a .keras model carries its own weights")
+        if args.caffe_proto:
+            raise KeraffeError("--caffe-proto is for a Caffe net; a .keras model has no Caffe schema")
         model = load_keras_model(source)
     data = _load_data(args.data, caffe) if args.data else None
     if args.importance == "taylor" and data is None:

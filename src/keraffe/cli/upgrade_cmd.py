@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from keraffe.cli.options import add_caffe_proto_option
 from keraffe.errors import KeraffeError
 
 HELP = "upgrade a V0/V1 or fork-spelled net (and weights) to current Caffe"
@@ -20,6 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("-o", "--output", required=True, help="where to write the upgraded prototxt")
     parser.add_argument("--weights", help="the net's weights (.caffemodel V0/V1/V2 or .caffemodel.h5)")
     parser.add_argument("--weights-out", help="where to write the upgraded .caffemodel (needs --weights)")
+    add_caffe_proto_option(parser)
 
 
 def run(args) -> int:
@@ -34,7 +36,7 @@ def run(args) -> int:
         # Caught here: the atomic rename onto a folder fails only after all the work.
         if output and Path(output).is_dir():
             raise KeraffeError(f"{output} is a folder; give the path of the file to write")
-    refuse_overwriting_input(args.output, args.prototxt, args.weights)
+    refuse_overwriting_input(args.output, args.prototxt, args.weights, args.caffe_proto)
     if args.weights_out:
         refuse_overwriting_input(args.weights_out, args.prototxt, args.weights, args.output)
         # refuse_overwriting_input only sees files that exist; -o may not exist yet.
@@ -43,7 +45,19 @@ def run(args) -> int:
                 f"-o and --weights-out both name {args.output}; the prototxt and the weights "
                 "need two different files"
             )
-    original = read_prototxt(args.prototxt)
+    if args.caffe_proto:
+        from keraffe.caffe.fork_schema import load_fork_schema, parse_with_schema
+        from keraffe.caffe.prototxt import read_prototxt_text
+
+        read = parse_with_schema(read_prototxt_text(args.prototxt), args.prototxt, load_fork_schema(args.caffe_proto))
+        if read.foreign:
+            fields = "; ".join(f"{'layer ' + repr(name) if name else 'the net'}: {', '.join(found)}"
+                               for name, found in read.foreign.items())
+            raise KeraffeError(f"{args.prototxt}: keraffe's schema has no place for these fields of "
+                               f"{args.caffe_proto}, so the upgraded net would lose them: {fields}")
+        original = read.net
+    else:
+        original = read_prototxt(args.prototxt)
     upgraded, notes = upgrade_net(original, args.prototxt)
     weights = read_weights(args.weights) if args.weights else None
     # The prototxt becomes visible only after the weights are written, so a

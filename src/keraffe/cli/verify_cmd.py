@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from keraffe.cli.options import add_input_shape_option, input_shapes_from
+from keraffe.cli.options import add_caffe_proto_option, add_input_shape_option, input_shapes_from
 
 HELP = "compare a Keras model with a Caffe net, output by output or layer by layer"
 
@@ -24,6 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--runtime", choices=["caffe", "opencv"], default="caffe", help="reference runtime")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative error allowed (1e-4)")
     add_input_shape_option(parser)
+    add_caffe_proto_option(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -31,7 +32,8 @@ def run(args) -> int:
     import keraffe
 
     report = keraffe.verify(args.model, args.prototxt, args.weights, args.input, per_layer=args.per_layer,
-                            runtime=args.runtime, tolerance=args.tolerance, input_shape=input_shapes_from(args))
+                            runtime=args.runtime, tolerance=args.tolerance, input_shape=input_shapes_from(args),
+                            caffe_proto=args.caffe_proto)
     if args.json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

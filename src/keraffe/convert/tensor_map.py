@@ -35,6 +35,9 @@ class MapEntry:
     keras_node: int = 0
     layout: Layout | None = None
     note: str = ""
+    #: For a blob with a row per region proposal: the Caffe tensor of those proposals, whose real rows
+    #: (keraffe.layout.proposal_rows) are this blob's Caffe rows; "" for every other blob.
+    rows_of: str = ""
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keraffe.caffe.interp import interp_matrix, interp_taps
+from keraffe.caffe.interp import interp_matrix, interp_taps, resize_bilinear_taps
 
 
 @keras.saving.register_keras_serializable(package="keraffe")
@@ -69,4 +69,49 @@ class Interp(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(output_size=self.output_size, pad_beg=self.pad_beg, pad_end=self.pad_end)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keraffe")
+class ResizeBilinear(keras.layers.Layer):
+    """TensorFlow's resize_bilinear (the Synopsys fork's ResizeBilinear) on NHWC, in its arithmetic.
+
+    Each output mixes two rows, then two columns, as TF does:
+    top = a + (b - a) * fx, then top + (bottom - top) * fy.
+    """
+
+    def __init__(self, output_size, align_corners=False, half_pixel_centers=False, pytorch_half_pixel=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(int(v) for v in output_size)
+        self.align_corners = bool(align_corners)
+        self.half_pixel_centers = bool(half_pixel_centers)
+        self.pytorch_half_pixel = bool(pytorch_half_pixel)
+
+    def _taps(self, in_size, out_size):
+        return resize_bilinear_taps(in_size, out_size, self.align_corners, self.half_pixel_centers,
+                                    self.pytorch_half_pixel)
+
+    def call(self, inputs):
+        rows0, rows1, fy = self._taps(inputs.shape[1], self.output_size[0])
+        cols0, cols1, fx = self._taps(inputs.shape[2], self.output_size[1])
+        fy = ops.convert_to_tensor(fy[None, :, None, None], dtype=inputs.dtype)
+        fx = ops.convert_to_tensor(fx[None, None, :, None], dtype=inputs.dtype)
+        upper = ops.take(inputs, rows0, axis=1)
+        lower = ops.take(inputs, rows1, axis=1)
+
+        def across(rows):
+            left = ops.take(rows, cols0, axis=2)
+            return left + (ops.take(rows, cols1, axis=2) - left) * fx
+
+        top = across(upper)
+        return top + (across(lower) - top) * fy
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0],) + self.output_size + (input_shape[3],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_size=self.output_size, align_corners=self.align_corners,
+                      half_pixel_centers=self.half_pixel_centers, pytorch_half_pixel=self.pytorch_half_pixel)
         return config

@@ -150,3 +150,116 @@ class Subsample2D(keras.layers.Layer):
         config = super().get_config()
         config.update(strides=self.strides)
         return config
+
+
+def _product(values) -> int:
+    result = 1
+    for value in values:
+        result *= int(value)
+    return result
+
+
+@keras.saving.register_keras_serializable(package="keraffe")
+class SpaceToBatchND(keras.layers.Layer):
+    """TensorFlow's space_to_batch_nd on axes 1..M of a tensor in Caffe's axis order (the Synopsys fork's layer).
+
+    Pads axis i by ``paddings[i]`` zeros, cuts it into blocks of ``block_shape[i]``,
+    and moves the offsets within a block to the batch axis, offset-major:
+    output item ((b_1 * B_2 + b_2) ... ) * N + n. The batch axis grows by prod(B).
+    """
+
+    def __init__(self, block_shape, paddings, **kwargs):
+        super().__init__(**kwargs)
+        self.block_shape = tuple(int(b) for b in block_shape)
+        self.paddings = tuple(tuple(int(v) for v in pair) for pair in paddings)
+
+    def call(self, inputs):
+        m = len(self.block_shape)
+        rank = len(inputs.shape)
+        x = ops.pad(inputs, [(0, 0), *self.paddings] + [(0, 0)] * (rank - 1 - m))
+        spatial = [x.shape[1 + i] // b for i, b in enumerate(self.block_shape)]
+        rest = tuple(x.shape[1 + m:])
+        split = [-1]
+        for size, block in zip(spatial, self.block_shape):
+            split += [size, block]
+        x = ops.reshape(x, tuple(split) + rest)
+        offsets = [2 + 2 * i for i in range(m)]
+        order = offsets + [0] + [1 + 2 * i for i in range(m)] + list(range(1 + 2 * m, 1 + 2 * m + len(rest)))
+        x = ops.transpose(x, order)
+        return ops.reshape(x, (-1, *spatial) + rest)
+
+    def compute_output_shape(self, input_shape):
+        m = len(self.block_shape)
+        batch = None if input_shape[0] is None else input_shape[0] * _product(self.block_shape)
+        spatial = tuple((input_shape[1 + i] + sum(self.paddings[i])) // b for i, b in enumerate(self.block_shape))
+        return (batch,) + spatial + tuple(input_shape[1 + m:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(block_shape=self.block_shape, paddings=self.paddings)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keraffe")
+class BatchToSpaceND(keras.layers.Layer):
+    """TensorFlow's batch_to_space_nd on axes 1..M (Caffe's axis order): SpaceToBatchND's inverse, then crops."""
+
+    def __init__(self, block_shape, crops, **kwargs):
+        super().__init__(**kwargs)
+        self.block_shape = tuple(int(b) for b in block_shape)
+        self.crops = tuple(tuple(int(v) for v in pair) for pair in crops)
+
+    def call(self, inputs):
+        m = len(self.block_shape)
+        spatial = tuple(inputs.shape[1:1 + m])
+        rest = tuple(inputs.shape[1 + m:])
+        x = ops.reshape(inputs, self.block_shape + (-1,) + spatial + rest)
+        order = [m]
+        for i in range(m):
+            order += [m + 1 + i, i]
+        order += list(range(1 + 2 * m, 1 + 2 * m + len(rest)))
+        x = ops.transpose(x, order)
+        x = ops.reshape(x, (-1,) + tuple(s * b for s, b in zip(spatial, self.block_shape)) + rest)
+        index = [slice(None)]
+        for size, block, (begin, end) in zip(spatial, self.block_shape, self.crops):
+            index.append(slice(begin, size * block - end))
+        return x[tuple(index)]
+
+    def compute_output_shape(self, input_shape):
+        m = len(self.block_shape)
+        batch = None if input_shape[0] is None else input_shape[0] // _product(self.block_shape)
+        spatial = tuple(input_shape[1 + i] * b - sum(self.crops[i]) for i, b in enumerate(self.block_shape))
+        return (batch,) + spatial + tuple(input_shape[1 + m:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(block_shape=self.block_shape, crops=self.crops)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keraffe")
+class ConstantBlob(keras.layers.Layer):
+    """Caffe's Parameter layer: a learned blob, output as it is (batch axis included), whatever the input.
+
+    Keras graphs start at inputs, so the layer is called on one of the model's
+    inputs, which it ignores but for tying itself to the graph.
+    """
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.shape = tuple(int(d) for d in shape)
+
+    def build(self, input_shape):
+        self.value = self.add_weight(name="value", shape=self.shape, initializer="zeros")
+
+    def call(self, inputs):
+        zero = ops.sum(ops.zeros_like(ops.reshape(inputs, (-1,))[:1]))
+        return ops.cast(self.value, inputs.dtype) + ops.cast(zero, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self.shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(shape=self.shape)
+        return config

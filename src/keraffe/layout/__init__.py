@@ -126,6 +126,28 @@ NLC = Layout((0, 2, 1))
 NDHWC = Layout((0, 2, 3, 4, 1))
 
 
+def time_major(rank: int) -> Layout:
+    """Caffe's recurrent blobs are time-major, (T, N, ...); Keras' are batch-first, (N, T, ...).
+
+    LSTM and RNN read x as (T, N, ...) and cont as (T, N), and write (T, N, H)
+    (their exposed states are (1, N, H)). The Keras tensor puts the batch axis
+    first, as Keras' own recurrent layers and every Keras user expect, and
+    keeps the other axes in Caffe's order.
+    """
+    return Layout((1, 0) + tuple(range(2, rank)))
+
+
+def batch_first(layout: Layout) -> Layout:
+    """The layout that keeps ``layout``'s Keras batch axis first and every other axis in Caffe's order.
+
+    For an ordinary blob (the batch is Caffe's axis 0) that is Caffe's own
+    order; for a time-major one, :func:`time_major`. Keras cannot move its
+    batch axis, so this is the Caffe-like order a handler can ask for.
+    """
+    batch = layout.perm[0]
+    return Layout((batch,) + tuple(a for a in range(layout.rank) if a != batch))
+
+
 def default_layout(rank: int) -> Layout:
     """Rank-4 blobs are images (NCHW in Caffe, NHWC in Keras); others keep Caffe's order."""
     return NHWC if rank == 4 else identity(rank)
@@ -133,6 +155,18 @@ def default_layout(rank: int) -> Layout:
 
 #: Layout of keraffe's DetectionOutput tensor.
 DETECTIONS = Layout((0, 1, 2), detections=True)
+
+#: Region proposals (Faster R-CNN's rois): Caffe holds (R, 5) rows [image, x1, y1, x2, y2], R known only after
+#: the forward pass. Keras holds a fixed number of rows per image, each image's proposals first and the rest
+#: rows of -1 (the DETECTIONS convention), in Caffe's axis order. Every blob computed row by row from them
+#: (ROI pooling, the classifier after it) has one row per proposal row, padding included; the tensor map
+#: records which proposals select its rows (MapEntry.rows_of), and :func:`proposal_rows` says which are real.
+PROPOSALS = identity(2)
+
+
+def proposal_rows(proposals: np.ndarray) -> np.ndarray:
+    """Which rows of keraffe's proposals tensor hold a proposal (the others are -1 padding)."""
+    return np.asarray(proposals)[:, 0] >= 0
 
 
 def flattened_nhwc(chw: tuple[int, int, int]) -> Layout:

@@ -4,7 +4,8 @@ Each pass is one module with one function and a docstring that shows the
 graph before and after. They run in fixed pipelines:
 
 * Caffe -> Keras, over a loaded :class:`~keraffe.caffe.net.CaffeNet` before
-  conversion: BatchNorm + Scale fused into one layer.
+  conversion: TF's SpaceToBatchND, convolution, BatchToSpaceND folded into one
+  dilated convolution; BatchNorm + Scale fused into one layer.
 * Keras -> Caffe, over the net a conversion has drafted (the conversion's
   context: its net, weights, blob shapes and names): the handlers write what
   Keras computes (draft zero padding and Keras pooling layers, convolutions
@@ -15,11 +16,12 @@ graph before and after. They run in fixed pipelines:
 
 from keraffe.passes.absorb_zero_padding import absorb_zero_padding
 from keraffe.passes.convolution_padding import symmetric_convolution_padding
+from keraffe.passes.fold_space_to_batch import fold_space_to_batch
 from keraffe.passes.fuse_batchnorm_scale import fuse_batchnorm_scale
 from keraffe.passes.pooling_windows import place_pooling_windows
 
 #: Caffe -> Keras pipeline, in order.
-CAFFE_TO_KERAS_PASSES = (fuse_batchnorm_scale,)
+CAFFE_TO_KERAS_PASSES = (fold_space_to_batch, fuse_batchnorm_scale)
 
 #: Keras -> Caffe pipeline, in order. Poolings read the draft zero padding before
 #: absorb_zero_padding removes it, and it adds the padding that the convolutions'

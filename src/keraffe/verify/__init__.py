@@ -22,6 +22,34 @@ from keraffe.limits import read_numpy
 from keraffe.verify.report import TensorComparison, VerifyReport, compare
 
 RUNTIMES = ("caffe", "opencv")
+
+#: Layer kinds neither runtime has: verify leaves them (and what follows them) out of the reference run and
+#: names them in the report. keraffe's tests judge them against NumPy ports of their sources instead.
+NO_RUNTIME = {
+    "YoloDetectionOutput": "MobileNet-YOLO's layer; neither brocolli-caffe nor OpenCV has it",
+    "Yolov3DetectionOutput": "MobileNet-YOLO's layer; neither brocolli-caffe nor OpenCV has it",
+}
+
+
+def judged_part(net):
+    """(net without the layers no runtime has and those that depend on them, {left-out tensor: why})."""
+    import dataclasses
+
+    unjudged: dict[str, str] = {}
+    kept = []
+    for node in net.layers:
+        reason = NO_RUNTIME.get(node.kind)
+        if reason is None and any(str(t) in unjudged for t in node.inputs):
+            reason = "computed from a tensor no runtime judges"
+        if reason is None:
+            kept.append(node)
+            continue
+        for tensor in node.outputs:
+            unjudged[str(tensor)] = f"{node.type} '{node.name}': {reason}"
+    if not unjudged:
+        return net, {}
+    outputs = [t for t in net.outputs if str(t) not in unjudged]
+    return dataclasses.replace(net, layers=kept, outputs=outputs), unjudged
 #: Caffe's ReadProtoFromBinaryFile sets protobuf's total-bytes limit to 512 MiB.
 CAFFE_READ_LIMIT = 536870912
 
@@ -153,7 +181,13 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
     with tempfile.TemporaryDirectory(prefix="keraffe-verify-") as tmp:
         prototxt = Path(tmp, "net.prototxt")
         caffemodel = Path(tmp, "net.caffemodel")
-        deploy, weights = bvlc_spelling(net)
+        deploy, weights = bvlc_spelling(net, runtime)
+        # A Parameter layer the net is fed through (keraffe.caffe.net) takes its input as its blob.
+        parameters = {str(node.outputs[0]): node.name for node in net.layers
+                      if node.type == "Parameter" and str(node.outputs[0]) in inputs}
+        for tensor, layer in parameters.items():
+            weights[layer] = [np.asarray(inputs[tensor], np.float32)]
+        inputs = {name: value for name, value in inputs.items() if name not in parameters}
         if runtime == "opencv":
             wrong = sorted({layer.type for layer in deploy.layer} & set(OPENCV_WRONG))
             if wrong:
@@ -162,6 +196,9 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
             # OpenCV computes an activation in place over its input when nothing else reads that
             # input, even if the input was asked for; one more reader keeps every asked-for blob.
             kept = [b for b in dict.fromkeys(blobs) if b not in inputs]
+            # OpenCV fails on a net input nothing reads (a spelling may drop the one reader it had).
+            read = {bottom for layer in deploy.layer for bottom in layer.bottom}
+            kept += [name for name in inputs if name not in read]
             if kept:
                 keeper = deploy.layer.add(name="keraffe_keep_blobs", type="Silence")
                 keeper.bottom.extend(kept)
@@ -177,12 +214,13 @@ def run_reference(net, inputs: Mapping[str, np.ndarray], blobs: Sequence[str], r
                 # the same arrays go into its parameter blobs through pycaffe instead.
                 return run_pycaffe(prototxt, None, inputs, list(blobs), weights=weights)
             return run_pycaffe(prototxt, caffemodel, inputs, list(blobs))
-        from keraffe.verify.opencv_runtime import run_opencv
+        from keraffe.verify.opencv_runtime import opencv_layer_name, run_opencv
 
+        named = {layer.name: opencv_layer_name(layer) for layer in deploy.layer}
         producers = {}
         for node in net.layers:
             for index, tensor in enumerate(node.outputs):
-                producers[tensor.blob] = (node.name, index)
+                producers[tensor.blob] = (named.get(node.name, node.name), index)
         # OpenCV keeps net inputs outside its layer list: they are what we fed.
         computed = [b for b in blobs if b not in inputs]
         layers = list(dict.fromkeys(producers[b][0] for b in computed))
@@ -196,20 +234,28 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     """Compare ``model`` (a keras.Model) with ``net`` (a loaded CaffeNet with weights).
 
     Returns a :class:`VerifyReport`; its ``ok`` says whether every output is
-    within ``tolerance`` (max abs error over max |reference|).
+    within ``tolerance`` (max abs error over max |reference|). Layers no
+    runtime has (:data:`NO_RUNTIME`) and what follows them are left out of the
+    run and listed in the report's ``unjudged`` (``ok`` speaks for the
+    compared outputs only, and the rendered report says what was left out).
+    Blobs with a row per region proposal are compared on the real proposals'
+    rows (keraffe.layout.PROPOSALS).
     """
     import keras
 
-    if not net.has_weights and any(n.shapes is not None and n.shapes.params for n in net.layers):
+    fed = set(net.inputs)
+    if not net.has_weights and any(n.shapes is not None and n.shapes.params and not set(n.outputs) <= fed
+                                   for n in net.layers):
         raise KeraffeError(f"{net.source}: verify needs the Caffe net's weights (--weights)")
     tmap = tensor_map or tensor_map_for(model, net)
     inputs = {str(k): v for k, v in inputs.items()} if inputs is not None else seeded_inputs(net)
     entries = {e.caffe_tensor: e for e in tmap.entries.values()}
+    net, unjudged = judged_part(net)
     final = {}
     for node in net.layers:
         for tensor in node.outputs:
             final[tensor.blob] = tensor
-    outputs = list(tmap.outputs)
+    outputs = [name for name in tmap.outputs if name not in unjudged]
     chosen = list(outputs)
     if per_layer:
         # A layer inside a nested model has no tensor in the outer model's graph; the nested
@@ -231,19 +277,65 @@ def verify(model, net, inputs: Mapping[str, np.ndarray] | None = None, per_layer
     blobs = [entries[name].caffe_blob for name in chosen]
     reference = run_reference(net, inputs, blobs, runtime)
     operations = operations_by_name(model)
-    feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name], operations) for name in chosen])
+    # Blobs with a row per region proposal need the proposals, to know which of their rows are real.
+    fetched = chosen + [source for source in dict.fromkeys(entries[name].rows_of for name in chosen)
+                        if source and source not in chosen]
+    feature_model = keras.Model(model.inputs, [_keras_tensor(model, entries[name], operations) for name in fetched])
     keras_inputs = [entries[name].layout.to_keras(inputs[name]) for name in tmap.inputs]
-    values = feature_model.predict(keras_inputs, verbose=0)
-    if not isinstance(values, (list, tuple)):
-        values = [values]
+    values = dict(zip(fetched, run_model(feature_model, keras_inputs)))
     comparisons = []
-    for name, value in zip(chosen, values):
+    for name in chosen:
         entry = entries[name]
-        candidate = entry.layout.to_caffe(np.asarray(value))
-        comparisons.append(compare(name, entry.keras_layer, reference[entry.caffe_blob], candidate, tolerance))
+        reference_value = reference[entry.caffe_blob]
+        if entry.rows_of:
+            candidate, reference_value = _real_rows(entry, values, reference_value)
+        else:
+            candidate = entry.layout.to_caffe(values[name])
+        comparisons.append(compare(name, entry.keras_layer, reference_value, candidate, tolerance))
     output_rows = [c for c in comparisons if c.caffe_tensor in outputs]
     layer_rows = sorted(comparisons, key=lambda c: order.get(c.caffe_tensor, 0)) if per_layer else []
-    return VerifyReport(runtime, tolerance, output_rows, layer_rows)
+    return VerifyReport(runtime, tolerance, output_rows, layer_rows, unjudged)
+
+
+def _real_rows(entry, values, reference_value):
+    """(Keras rows, reference rows) to compare for a blob with a row per region proposal.
+
+    keraffe keeps only the real proposals' rows (keraffe.layout.PROPOSALS).
+    Real Caffe's blobs hold those rows only; OpenCV's Proposal always writes
+    post_nms_topn rows, zeros after the real ones, and computes on from them.
+    So a reference with more rows than keraffe has real proposals must hold
+    zeros there in the proposals themselves, and is cut to keraffe's rows in
+    the blobs computed from them.
+    """
+    from keraffe.layout import proposal_rows
+
+    real = proposal_rows(values[entry.rows_of])
+    candidate = entry.layout.to_caffe(values[entry.caffe_tensor][real])
+    extra = reference_value.shape[0] - candidate.shape[0] if reference_value.ndim else 0
+    if extra <= 0:
+        return candidate, reference_value
+    if entry.caffe_tensor == entry.rows_of:
+        padding = np.zeros((extra,) + candidate.shape[1:], candidate.dtype)
+        return np.concatenate([candidate, padding]), reference_value
+    return candidate, reference_value[:candidate.shape[0]]
+
+
+def run_model(model, inputs: list) -> list[np.ndarray]:
+    """A Keras model's outputs as numpy arrays, for one set of inputs.
+
+    ``predict`` splits its inputs into batches, so it needs every input to have
+    one number of items; Fast R-CNN's rois input has a row per roi instead.
+    Such models are called in one piece.
+    """
+    import keras
+
+    if len({np.shape(value)[0] for value in inputs}) > 1:
+        values = model(inputs if len(inputs) > 1 else inputs[0], training=False)
+        values = [keras.ops.convert_to_numpy(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    else:
+        values = model.predict(inputs, verbose=0)
+        values = values if isinstance(values, (list, tuple)) else [values]
+    return [np.asarray(v) for v in values]
 
 
 def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, reference: Mapping[str, np.ndarray],
@@ -295,7 +387,7 @@ def recheck_on_reference_inputs(model, net, tensor_map, caffe_tensor: str, refer
         local = keras.Model(feeds, _keras_tensor(model, entry, operations))
     except (ValueError, TypeError):
         return None
-    candidate = entry.layout.to_caffe(np.asarray(local.predict(values, verbose=0)))
+    candidate = entry.layout.to_caffe(run_model(local, values)[0])
     return compare(caffe_tensor, entry.keras_layer, reference[entry.caffe_blob], candidate, tolerance)
 
 

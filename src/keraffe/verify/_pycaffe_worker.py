@@ -117,6 +117,12 @@ def _cmd_params(caffe, req: dict, enc: _Encoder):
     return {n: [enc.array(b.data) for b in blobs] for n, blobs in net.params.items()}
 
 
+def _cmd_save(caffe, req: dict, enc: _Encoder):
+    net = _load_net(caffe, req)
+    net.save(req["output"])
+    return req["output"]
+
+
 def _cmd_layer_types(caffe, req: dict, enc: _Encoder):
     return sorted(caffe.layer_type_list())
 
@@ -125,6 +131,7 @@ _COMMANDS = {
     "run": _cmd_run,
     "shapes": _cmd_shapes,
     "params": _cmd_params,
+    "save": _cmd_save,
     "layer_types": _cmd_layer_types,
 }
 

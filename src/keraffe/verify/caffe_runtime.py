@@ -222,12 +222,15 @@ def _call_worker(
     blobs: Sequence[str] | None = None,
     weights: Mapping[str, Sequence[np.ndarray]] | None = None,
     timeout: float = 600,
+    output=None,
 ):
     """Run one command of ``_pycaffe_worker.py`` in a child process and return its decoded answer."""
     pycaffe = find_pycaffe()
     if pycaffe is None:
         raise CaffeRuntimeError(f"pycaffe {PYCAFFE_VERSION} is not available: {_BUILD_HINT}")
     request, what = _request(command, prototxt, caffemodel, blobs)
+    if output is not None:
+        request["output"] = str(pathlib.Path(output).resolve())
     with tempfile.TemporaryDirectory(prefix="keraffe-pycaffe-") as tmp:
         tmpdir = pathlib.Path(tmp)
         _write_arrays(request, tmpdir, inputs, weights)
@@ -369,6 +372,15 @@ def pycaffe_params(prototxt, caffemodel, timeout: float = 600) -> dict[str, list
     filler values for layers the caffemodel lacks, without complaint.
     """
     return _call_worker("params", prototxt, caffemodel, timeout=timeout)
+
+
+def pycaffe_save(prototxt, output, caffemodel=None, timeout: float = 600) -> None:
+    """Write the caffemodel real Caffe writes for a net (its weights from the prototxt's fillers, or ``caffemodel``).
+
+    The reference for what Caffe itself puts in a weight file (a shared
+    PReLU slope, for one, is a blob with no shape at all).
+    """
+    _call_worker("save", prototxt, caffemodel, output=output, timeout=timeout)
 
 
 @functools.lru_cache(maxsize=4)

@@ -26,6 +26,13 @@ OPENCV_WRONG = {
 }
 
 
+def opencv_layer_name(layer) -> str:
+    """The name OpenCV gives a Caffe layer: its own, except a Convolution, which OpenCV 4.14 names after its top."""
+    if layer.type == "Convolution" and len(layer.top) == 1:
+        return layer.top[0]
+    return layer.name
+
+
 class OpenCVRuntimeError(KeraffeError):
     """OpenCV could not load or run the net."""
 

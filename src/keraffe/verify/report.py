@@ -47,6 +47,8 @@ class VerifyReport:
     tolerance: float
     outputs: list[TensorComparison]
     layers: list[TensorComparison] = dataclasses.field(default_factory=list)
+    #: Caffe tensors left out because no runtime computes them (keraffe.verify.NO_RUNTIME) -> why.
+    unjudged: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -65,7 +67,7 @@ class VerifyReport:
         first = self.first_divergence
         return {"runtime": self.runtime, "tolerance": self.tolerance, "ok": self.ok,
                 "outputs": [c.to_dict() for c in self.outputs], "layers": [c.to_dict() for c in self.layers],
-                "first_divergence": first.caffe_tensor if first else None}
+                "first_divergence": first.caffe_tensor if first else None, "unjudged": dict(self.unjudged)}
 
     def render(self) -> str:
         import io
@@ -86,6 +88,9 @@ class VerifyReport:
                 table.add_row(c.caffe_tensor, c.keras_layer or "-", "x".join(map(str, c.shape)),
                               f"{c.max_abs:.3g}", f"{c.max_ref:.3g}", f"{c.rel:.3g}", mark)
             console.print(table)
+        for tensor, why in self.unjudged.items():
+            console.print(f"not judged: {tensor} ({why})")
+        left_out = f"; {len(self.unjudged)} tensor(s) not judged, listed above" if self.unjudged else ""
         console.print("verify: " + ("PASS" if self.ok else "FAIL") +
-                      f" (largest output error {self.max_rel:.3g} relative)")
+                      f" (largest output error {self.max_rel:.3g} relative{left_out})")
         return console.export_text()

@@ -32,6 +32,7 @@ import pytest
 
 from keraffe.caffe.net import CaffeNet, load_net
 from keraffe.caffe.seeded import attach_seeded_weights
+from keraffe.verify import run_model
 from keraffe.verify.report import compare
 
 #: Relative tolerance (max abs error over max |reference|), verify's default.
@@ -222,9 +223,7 @@ def run_keras(model, net: CaffeNet, values: dict) -> dict[str, np.ndarray]:
         tensors.append(layer._inbound_nodes[entry.keras_node].output_tensors[entry.keras_output])
     feature_model = keras.Model(model.inputs, tensors)
     keras_inputs = [tmap[name].layout.to_keras(values[name]) for name in tmap.inputs]
-    results = feature_model.predict(keras_inputs, verbose=0)
-    if not isinstance(results, (list, tuple)):
-        results = [results]
+    results = run_model(feature_model, keras_inputs)
     return {e.caffe_blob: e.layout.to_caffe(np.asarray(r)) for e, r in zip(entries, results)}
 
 

@@ -70,6 +70,10 @@ CASES = [
     Case("relu6_type", IMAGE, unary("ReLU6")),
     Case("relu6_type_threshold_slope", IMAGE, unary("ReLU6", "relu6_param { threshold: 1.5 negative_slope: 0.2 }")),
     Case("hardswish", IMAGE, unary("HardSwish")),
+    Case("hardsigmoid", IMAGE, unary("HardSigmoid"), check=keras_class("Rescaling", "ReLU")),
+    Case("hardsigmoid_alpha_beta", FLAT, unary("HardSigmoid", "hardsigmoid_param { alpha: 0.7 beta: 0.3 }")),
+    # The Synopsys fork's spelling of the same parameters.
+    Case("hard_sigmoid_synopsys", IMAGE, unary("HardSigmoid", "hard_sigmoid_param { alpha: 0.4 beta: 0.6 }")),
     # ---------------------------------------------------------------- Softmax
     Case("softmax_rank2", FLAT, unary("Softmax")),
     Case("softmax_axis1_rank4", IMAGE, unary("Softmax"),

@@ -121,6 +121,9 @@ CASES = [
     # ---------------------------------------------------------------- LRN
     Case("lrn_across", IMAGE, layer("LRN", "lrn_param { local_size: 5 alpha: 0.5 beta: 0.75 }")),
     Case("lrn_across_k", inputs(x=(2, 7, 4, 5)), layer("LRN", "lrn_param { local_size: 3 alpha: 2 beta: 0.6 k: 2 }")),
+    # OpenCV's LRN computes with k = 1; it gets k folded into alpha and a Power after (keraffe.passes.bvlc_spelling).
+    Case("lrn_across_k_opencv", inputs(x=(1, 7, 4, 5)),
+         layer("LRN", "lrn_param { local_size: 3 alpha: 2 beta: 0.6 k: 2 }"), runtime="opencv"),
     Case("lrn_within", IMAGE, layer("LRN", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 "
                                            "norm_region: WITHIN_CHANNEL }")),
     Case("lrn_within_big_window", inputs(x=(2, 3, 7, 6)),

@@ -1,11 +1,17 @@
 """Upsample (nearest, and SegNet's unpooling with the pooling mask) and Interp (align-corners bilinear).
 
 brocolli-caffe's Upsample is the nearest-neighbour one; SegNet's (two bottoms)
-and Interp (DeepLab/PSPNet) are not in it. OpenCV runs Interp (without input
-cropping); everything is also compared with numpy written from the defining
-sources (OpenCV 4.14 cannot run shrink_factor: its Interp computes an empty
-output): SegNet's upsample_layer.cpp (top[mask[i]] = bottom[i] per channel
+and Interp (DeepLab/PSPNet) are not in it. OpenCV runs its own Interp (without
+input cropping; OpenCV 4.14 computes an empty output from shrink_factor, so it
+gets the output size written out); real Caffe runs keraffe's BVLC spelling of
+Interp. Everything is also compared with numpy written from the defining
+sources: SegNet's upsample_layer.cpp (top[mask[i]] = bottom[i] per channel
 plane) and DeepLab's caffe_cpu_interp2 in float32, as Caffe computes it.
+
+The Synopsys fork's ResizeBilinear (TF's resize_bilinear) is judged by
+brocolli's own BilinearInterpolate where the two place their samples alike
+(aligned corners; half-pixel centres), and by numpy written from the fork's
+resize_bilinear_layer.cpp otherwise (TF's legacy sampling; NHWC blobs).
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ CASES = [
     Case("resize_nearest_2", inputs(x=(2, 3, 5, 4)),
          layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" scale_height: 2.0 '
                'scale_width: 2.0 }'), check=lambda m, p: classes_of(m, p) == ["UpSampling2D"]),
+    # On an (N, H, W, C) blob (DAN's), handed to Caffe between two Permutes.
+    Case("resize_nearest_nhwc", inputs(x=(2, 5, 4, 3)),
+         layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NHWC" scale_height: 2.0 '
+               'scale_width: 2.0 }')),
     Case("resize_nearest_3_by_size", inputs(x=(2, 3, 3, 4)),
          layer("ResizeNearestNeighbor", 'resize_nearest_neighbor_param { data_format: "NCHW" output_height: 9 '
                'output_width: 12 }')),
@@ -44,12 +54,28 @@ CASES = [
     Case("interp_size_up_caffe", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }")),
     Case("interp_crop_zoom_caffe", inputs(x=(2, 2, 7, 6)),
          layer("Interp", "interp_param { zoom_factor: 2 pad_beg: -1 pad_end: -1 }")),
+    # ---------------------------------------------------------------- ResizeBilinear, judged by brocolli's
+    # BilinearInterpolate (keraffe.passes.bvlc_spelling)
+    Case("resize_bilinear_align_corners", inputs(x=(2, 3, 5, 4)),
+         layer("ResizeBilinear", 'resize_bilinear_param { data_format: "NCHW" align_corners: true '
+               'output_height: 9 output_width: 7 }'), check=lambda m, p: classes_of(m, p) == ["ResizeBilinear"]),
+    Case("resize_bilinear_align_corners_down", inputs(x=(2, 2, 9, 8)),
+         layer("ResizeBilinear", 'resize_bilinear_param { data_format: "NCHW" align_corners: true '
+               'output_height: 4 output_width: 5 }')),
+    Case("resize_bilinear_half_pixel", inputs(x=(2, 3, 5, 4)),
+         layer("ResizeBilinear", 'resize_bilinear_param { data_format: "NCHW" half_pixel_centers: true '
+               'scale_height: 2.5 scale_width: 1.5 }')),
     # ---------------------------------------------------------------- Interp on OpenCV
     Case("interp_size_up", inputs(x=(1, 3, 5, 4)), layer("Interp", "interp_param { height: 11 width: 9 }"),
          runtime="opencv"),
     Case("interp_zoom2", inputs(x=(1, 2, 5, 4)), layer("Interp", "interp_param { zoom_factor: 2 }"),
          runtime="opencv"),
     Case("interp_size_down_odd", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { height: 4 width: 7 }"),
+         runtime="opencv"),
+    Case("interp_shrink_zoom", inputs(x=(1, 2, 9, 8)), layer("Interp", "interp_param { shrink_factor: 2 zoom_factor: 3 }"),
+         runtime="opencv"),
+    # PSPNet's: the size from a second bottom.
+    Case("interp_size_of_second_bottom", inputs(x=(1, 2, 5, 4), s=(1, 1, 9, 7)), layer("Interp", "", ("x", "s")),
          runtime="opencv"),
 ]
 
@@ -189,3 +215,27 @@ def test_resize_nearest_with_half_pixel_centres_is_refused(tmp_path):
                       "scale_height: 2.0 scale_width: 2.0 half_pixel_centers: true }"))
     with pytest.raises(ConversionError, match="half_pixel_centers"):
         convert_case(case, tmp_path)
+
+
+@pytest.mark.parametrize("name, shape, param, nhwc, size, flags", [
+    ("legacy_up", (2, 3, 5, 4), 'data_format: "NCHW" output_height: 11 output_width: 6', False, (11, 6), {}),
+    ("legacy_down", (2, 3, 9, 8), 'data_format: "NCHW" scale_height: 0.5 scale_width: 0.75', False, (4, 6), {}),
+    ("nhwc_align", (2, 5, 4, 3), 'align_corners: true output_height: 8 output_width: 9', True, (8, 9),
+     {"align_corners": True}),
+    ("nhwc_half_pixel", (2, 5, 4, 3), 'half_pixel_centers: true output_height: 7 output_width: 3', True, (7, 3),
+     {"half_pixel_centers": True}),
+])
+def test_resize_bilinear_matches_numpy_reference(name, shape, param, nhwc, size, flags, tmp_path):
+    case = Case(f"resize_bilinear_{name}", inputs(x=shape), layer("ResizeBilinear", f"resize_bilinear_param {{ {param} }}"))
+    _, _, values, outputs = convert_case(case, tmp_path)
+    p = case.id + "__"
+    expected = caffe_reference.tf_resize_bilinear(values[p + "x"], *size, nhwc=nhwc, **flags)
+    assert_close(case.id, expected, outputs[p + "y"], tolerance=1e-6)
+
+
+def test_resize_bilinear_with_two_sampling_rules_is_refused(tmp_path):
+    case = Case("resize_bilinear_two_rules", inputs(x=(1, 2, 4, 4)), layer(
+        "ResizeBilinear", 'resize_bilinear_param { data_format: "NCHW" align_corners: true half_pixel_centers: true '
+        'output_height: 8 output_width: 8 }'))
+    with pytest.raises(ConversionError, match="align_corners and half_pixel_centers"):
+        convert(build_net([case], tmp_path / "net.prototxt"))

@@ -1,9 +1,16 @@
-"""Eltwise, Concat, Slice, Split, Flatten, Reshape, Permute, Crop, Tile, Reduction, ArgMax and ShuffleChannel.
+"""Eltwise, Concat, Slice, Split, Flatten, Reshape, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel, Reorg,
+SpaceToBatchND and BatchToSpaceND.
 
 Against real Caffe (ShuffleChannel: OpenCV; SENet's Axpy: numpy). Layout is
 what matters here: Permute must cost nothing (no Keras Permute layer where
 SSD writes Permute(0, 2, 3, 1) -> Flatten -> Concat), while Reshape, ArgMax
 and Reduction must see Caffe's memory order.
+
+The YOLO forks' Reorg is judged by OpenCV's own Reorg, which has stride 2
+only and no reverse, and otherwise by numpy written from darknet's reorg_cpu
+loop (tests/caffe_reference.py). The Synopsys fork's SpaceToBatchND and
+BatchToSpaceND are judged by real Caffe running them as brocolli's Pad,
+Reshape, Permute and Slice layers (keraffe.passes.bvlc_spelling).
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import caffe_reference
 from keraffe.errors import ConversionError, ShapeError
 
 from ._harness import (Batch, Case, assert_case, assert_close, build_net, classes_of, convert, convert_case, inputs,
-                       params)
+                       layers_of, params)
 
 IMAGE = inputs(x=(2, 3, 5, 4))
 
@@ -176,6 +184,32 @@ CASES = [
     Case("mul_after_permute", inputs(x=(2, 6, 3, 4), s=(2, 1, 1, 6)),
          layer("Permute", "permute_param { order: 0 order: 2 order: 3 order: 1 }", tops=("p",), name="perm")
          + layer("Mul", bottoms=("p", "s"), name="mul")),
+    # ---------------------------------------------------------------- SpaceToBatchND, BatchToSpaceND
+    Case("space_to_batch", IMAGE, layer("SpaceToBatchND", "space_to_batch_nd_param { block_shape: 1 block_shape: 2 "
+                                        "block_shape: 2 paddings: 0 paddings: 0 paddings: 1 paddings: 0 paddings: 0 "
+                                        "paddings: 2 }"), check=lambda m, p: "SpaceToBatchND" in classes_of(m, p)),
+    Case("space_to_batch_and_back", IMAGE,
+         layer("SpaceToBatchND", "space_to_batch_nd_param { block_shape: 1 block_shape: 3 block_shape: 2 "
+               "paddings: 0 paddings: 0 paddings: 2 paddings: 2 paddings: 1 paddings: 1 }", tops=("s",), name="s2b")
+         + layer("ReLU", "", ("s",), ("r",), "relu")
+         + layer("BatchToSpaceND", "batch_to_space_nd_param { block_shape: 1 block_shape: 3 block_shape: 2 "
+                 "crops: 0 crops: 0 crops: 1 crops: 3 crops: 0 crops: 2 }", ("r",), ("y",), "b2s")),
+    # TF's atrous convolution: folded into one dilated convolution (keraffe.passes.fold_space_to_batch).
+    Case("space_to_batch_dilated_conv", inputs(x=(2, 4, 9, 8)),
+         layer("SpaceToBatchND", "space_to_batch_nd_param { block_shape: 1 block_shape: 2 block_shape: 2 "
+               "paddings: 0 paddings: 0 paddings: 2 paddings: 3 paddings: 2 paddings: 2 }", tops=("s",), name="s2b")
+         + layer("Convolution", "convolution_param { num_output: 4 group: 4 bias_term: false kernel_h: 3 "
+                 "kernel_w: 3 pad_l: 0 pad_r: 0 pad_t: 0 pad_b: 0 }", ("s",), ("c",), "conv")
+         + layer("BatchToSpaceND", "batch_to_space_nd_param { block_shape: 1 block_shape: 2 block_shape: 2 "
+                 "crops: 0 crops: 0 crops: 0 crops: 1 crops: 0 crops: 0 }", ("c",), ("y",), "b2s"),
+         check=lambda m, p: (not {"SpaceToBatchND", "BatchToSpaceND"} & set(classes_of(m, p))
+                             and any(getattr(layer, "dilation_rate", None) == (2, 2)
+                                     for layer in layers_of(m, p)))),
+    # ---------------------------------------------------------------- OpenCV: Reorg (stride 2, its only one)
+    Case("reorg_stride2", inputs(x=(1, 8, 4, 6)), layer("Reorg", "reorg_param { stride: 2 }"), runtime="opencv"),
+    # The YOLOv2 port's darknet reorg Python layer, handed to OpenCV as Reorg.
+    Case("darknet_reorg_python", inputs(x=(1, 12, 6, 4)),
+         layer("Python", 'python_param { module: "yolov2" layer: "darknet_reorg" }'), runtime="opencv"),
     # ---------------------------------------------------------------- OpenCV: ShuffleChannel
     Case("shuffle_channel_g2", inputs(x=(1, 6, 3, 4)), layer("ShuffleChannel", "shuffle_channel_param { group: 2 }"),
          runtime="opencv"),
@@ -209,7 +243,9 @@ def test_cases_run_as_one_net(batch):
 @pytest.mark.parametrize("text, message", [
     (layer("Reduction"), "batch axis"),
     (layer("Reshape", "reshape_param { shape { dim: -1 dim: 20 } }"), "batch axis"),
-    (layer("Permute", "permute_param { order: 1 order: 0 order: 2 order: 3 }"), "batch axis"),
+    # Permute may move Caffe's axis 0 (the Keras batch stays first); flattening the result cannot be done.
+    (layer("Permute", "permute_param { order: 1 order: 0 order: 2 order: 3 }", tops=("p",), name="perm")
+     + layer("Flatten", "", ("p",), ("y",), "flat"), "batch axis"),
     (layer("ArgMax", "argmax_param { axis: 0 }"), "batch axis"),
 ], ids=["reduction_axis0", "reshape_batch", "permute_batch", "argmax_axis0"])
 def test_batch_axis_operations_are_refused(text, message, tmp_path):
@@ -257,3 +293,14 @@ def test_pixelshuffler_matches_pytorch_pixel_shuffle(tmp_path):
             for j in range(r):
                 expected[:, c, i::r, j::r] = x[:, c * r * r + i * r + j]
     np.testing.assert_array_equal(outputs["shuffle__y"], expected)
+
+
+@pytest.mark.parametrize("shape, stride, reverse", [
+    ((2, 18, 6, 3), 3, False), ((1, 8, 4, 6), 2, True), ((2, 27, 2, 4), 3, True), ((2, 4, 4, 2), 2, False),
+], ids=["stride3", "reverse2", "reverse3", "stride2_batch2"])
+def test_reorg_matches_darknet_loop(shape, stride, reverse, tmp_path):
+    param = f"reorg_param {{ stride: {stride} reverse: {'true' if reverse else 'false'} }}"
+    case = Case("reorg", inputs(x=shape), layer("Reorg", param))
+    _, _, values, outputs = convert_case(case, tmp_path)
+    expected = caffe_reference.darknet_reorg(values["reorg__x"], stride, reverse)
+    np.testing.assert_array_equal(outputs["reorg__y"], expected)

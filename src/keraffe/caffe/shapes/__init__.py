@@ -43,7 +43,7 @@ _RULES: dict[str, ShapeRule] = {}
 
 
 def shape_rule(*type_names: str) -> Callable[[ShapeRule], ShapeRule]:
-    """Register a rule for Caffe layer types; a type may be registered once."""
+    """Register a rule for Caffe layer types (or Python layers, by :func:`python_layer_kind`); once each."""
 
     def register(rule: ShapeRule) -> ShapeRule:
         for name in type_names:
@@ -53,6 +53,22 @@ def shape_rule(*type_names: str) -> Callable[[ShapeRule], ShapeRule]:
         return rule
 
     return register
+
+
+def python_layer_kind(module: str, layer: str) -> str:
+    """The kind of a Python layer: every one has type "Python", and what it computes is its module and class."""
+    return f"Python:{module}.{layer}"
+
+
+def layer_kind(layer: pb.LayerParameter) -> str:
+    """What a layer computes, as rules and converters are registered: its type, or a Python layer's module and class.
+
+    Python layers are known by the module and class their ``python_param``
+    names; a net may hold several different ones.
+    """
+    if layer.type == "Python":
+        return python_layer_kind(layer.python_param.module, layer.python_param.layer)
+    return layer.type
 
 
 def known_types() -> frozenset[str]:
@@ -68,9 +84,9 @@ def has_rule(type_name: str) -> bool:
 def infer_layer(layer: pb.LayerParameter, bottoms: Sequence[Shape]) -> LayerShapes:
     """Shapes of one layer's tops and weights; raises ShapeError naming the layer."""
     _load_families()
-    rule = _RULES.get(layer.type)
+    rule = _RULES.get(layer_kind(layer))
     if rule is None:
-        raise ShapeError(f"layer '{layer.name}': no shape rule for type '{layer.type}'")
+        raise ShapeError(f"layer '{layer.name}': no shape rule for {_describe_kind(layer)}")
     try:
         result = rule(layer, [tuple(int(d) for d in b) for b in bottoms])
     except ShapeError as error:
@@ -87,6 +103,12 @@ def infer_layer(layer: pb.LayerParameter, bottoms: Sequence[Shape]) -> LayerShap
                 f"bottom shapes {', '.join(str(b) for b in bottoms)}; the input is too small"
             )
     return result
+
+
+def _describe_kind(layer: pb.LayerParameter) -> str:
+    if layer.type == "Python":
+        return f"Python layer {layer.python_param.module}.{layer.python_param.layer}"
+    return f"type '{layer.type}'"
 
 
 _ZERO_OK = frozenset({"Silence"})

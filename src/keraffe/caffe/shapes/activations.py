@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from keraffe.caffe.shapes import LayerShapes, expect_bottoms, same_as_bottoms, shape_rule
+from keraffe.caffe.shapes import LayerShapes, expect_bottoms, python_layer_kind, same_as_bottoms, shape_rule
 from keraffe.errors import ShapeError
 
 
 @shape_rule(
     "ReLU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log", "Threshold", "ELU",
     "Dropout", "Clip", "Swish", "ReLU6", "HardSwish", "HardSigmoid", "Softmax", "LRN",
-    "ShuffleChannel",
+    "ShuffleChannel", python_layer_kind("spatial_dropout", "SpatialDropoutLayer"),
 )
 def elementwise(layer, bottoms):
     expect_bottoms(layer, bottoms, 1)

@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from keraffe.caffe.proto import caffe_pb2 as pb
-from keraffe.caffe.shapes import LayerShapes, Shape, expect_bottoms, shape_rule
+from keraffe.caffe.shapes import LayerShapes, Shape, count, expect_bottoms, shape_rule
 from keraffe.errors import ShapeError
 
 
@@ -77,3 +77,84 @@ def pooling(layer, bottoms):
     top = bottoms[0][:2] + g.output
     # A second top (MAX only) carries the argmax mask, same shape.
     return LayerShapes((top,) * max(1, len(layer.top)))
+
+
+def _rois(bottom: Shape) -> int:
+    """The number of rois in an roi blob: its first axis, each row 5 numbers [image, x1, y1, x2, y2]."""
+    if len(bottom) < 2 or count(bottom, 1) != 5:
+        raise ShapeError(f"rois must be (R, 5) rows [image, x1, y1, x2, y2], got {bottom}")
+    return bottom[0]
+
+
+@shape_rule("ROIPooling")
+def roi_pooling(layer, bottoms):
+    """py-faster-rcnn's ROIPooling: (R, C, pooled_h, pooled_w)."""
+    expect_bottoms(layer, bottoms, 2)
+    features, rois = bottoms
+    param = layer.roi_pooling_param
+    if len(features) != 4:
+        raise ShapeError(f"needs an (N, C, H, W) feature map, got {features}")
+    if param.pooled_h <= 0 or param.pooled_w <= 0:
+        raise ShapeError("roi_pooling_param needs positive pooled_h and pooled_w (the fork CHECKs them)")
+    return LayerShapes(((_rois(rois), features[1], param.pooled_h, param.pooled_w),))
+
+
+@shape_rule("PSROIPooling")
+def psroi_pooling(layer, bottoms):
+    """R-FCN's PSROIPooling: (R, output_dim, group_size, group_size) from output_dim * group_size² channels."""
+    expect_bottoms(layer, bottoms, 2)
+    features, rois = bottoms
+    param = layer.psroi_pooling_param
+    size, dim = param.group_size, param.output_dim
+    if len(features) != 4:
+        raise ShapeError(f"needs an (N, C, H, W) feature map, got {features}")
+    if size <= 0 or dim <= 0:
+        raise ShapeError("psroi_pooling_param needs positive output_dim and group_size (the fork CHECKs them)")
+    if features[1] != dim * size * size:
+        raise ShapeError(f"output_dim {dim} and group_size {size} read {dim * size * size} channels; the feature map "
+                         f"has {features[1]} (the fork CHECKs they are equal)")
+    return LayerShapes(((_rois(rois), dim, size, size),))
+
+
+def spp_levels(layer: pb.LayerParameter, bottom: Shape) -> list[pb.LayerParameter]:
+    """The Pooling layer of each pyramid level of an SPP layer, as BVLC's SPPLayer::GetPoolingParam builds them.
+
+    Level i has 2**i bins a side: kernel = stride = ceil(size / bins), and
+    padding (kernel * bins - size + 1) / 2, for height and width apart.
+    """
+    if len(bottom) != 4:
+        raise ShapeError(f"SPP needs an (N, C, H, W) input, got {bottom}")
+    param = layer.spp_param
+    if param.pyramid_height < 1:
+        raise ShapeError("spp_param needs pyramid_height of at least 1")
+    levels = []
+    for level in range(param.pyramid_height):
+        bins = 2 ** level
+        pooling = pb.LayerParameter(name=f"{layer.name}/level{level}", type="Pooling")
+        p = pooling.pooling_param
+        for size, kernel_field, stride_field, pad_field in ((bottom[2], "kernel_h", "stride_h", "pad_h"),
+                                                            (bottom[3], "kernel_w", "stride_w", "pad_w")):
+            kernel = math.ceil(size / bins)
+            setattr(p, kernel_field, kernel)
+            setattr(p, stride_field, kernel)
+            setattr(p, pad_field, (kernel * bins - size + 1) // 2)
+        p.pool = param.pool  # MAX, AVE, STOCHASTIC: the same numbers in both enums
+        levels.append(pooling)
+    return levels
+
+
+@shape_rule("SPP")
+def spp(layer, bottoms):
+    """Pyramid height 1: the one pooling's (N, C, 1, 1); else every level flattened, concatenated: (N, C * sum 4**i)."""
+    expect_bottoms(layer, bottoms, 1)
+    bottom = bottoms[0]
+    geometries = []
+    for level in spp_levels(layer, bottom):
+        try:
+            geometries.append(pool_geometry(level, bottom))
+        except ShapeError as error:
+            raise ShapeError(f"pyramid level {level.name.rsplit('level', 1)[1]} cannot pool a {bottom[2]}x"
+                             f"{bottom[3]} input: {error}") from None
+    if len(geometries) == 1:
+        return LayerShapes((bottom[:2] + geometries[0].output,))
+    return LayerShapes(((bottom[0], sum(bottom[1] * g.output[0] * g.output[1] for g in geometries)),))

@@ -1,12 +1,13 @@
-"""LSTM and RNN (BVLC's RecurrentLayer).
+"""BVLC's recurrent layers, LSTM and RNN (RecurrentLayer), as recurrent_layer.cpp shapes them.
 
-Bottoms: the time-major input x (T, N, ...), the sequence continuation cont
-(T, N), an optional static input (N, ...), and with ``expose_hidden`` the
-initial states (1, N, H) (LSTM: h then c). Tops: the output (T, N, H), and with
-``expose_hidden`` the final states (1, N, H). Learned blobs, in Caffe's order:
-LSTM W_xc (4H, K), b_c (4H), [W_xc_static (4H, Ks)], W_hc (4H, H); RNN W_xh
-(H, K), b_h (H), [W_xh_static (H, Ks)], W_hh (H, H), W_ho (H, H), b_o (H), with
-K the product of x's axes after the second.
+Bottoms: x (T, N, ...), cont (T, N), then an optional static input (N, ...),
+then, with expose_hidden, the initial states (1, N, num_output) each (LSTM: h
+then c; RNN: h). Tops: the output (T, N, num_output), then with expose_hidden
+the final states in the same order. Learned blobs, with K the size of x after
+its first two axes and S the static input's after its first:
+
+* LSTM: W_xc (4H, K), b_c (4H), [W_xc_static (4H, S)], W_hc (4H, H); gates i, f, o, g.
+* RNN: W_xh (H, K), b_h (H), [W_xh_static (H, S)], W_hh (H, H), W_ho (H, H), b_o (H).
 """
 
 from __future__ import annotations
@@ -15,42 +16,46 @@ from keraffe.caffe.shapes import LayerShapes, count, expect_bottoms, shape_rule
 from keraffe.errors import ShapeError
 
 
-def _recurrent(layer, bottoms, states: int, gates: int, output_layer: bool) -> LayerShapes:
-    param = layer.recurrent_param
-    hidden = param.num_output
-    if hidden <= 0:
-        raise ShapeError("recurrent_param.num_output must be positive")
-    exposed = states if param.expose_hidden else 0
-    expect_bottoms(layer, bottoms, 2 + exposed, 3 + exposed)
+def recurrent_setting(layer, bottoms) -> tuple[int, bool, bool]:
+    """(number of states, static input given, expose_hidden) of an LSTM or RNN layer and its bottoms."""
+    states = 2 if layer.type == "LSTM" else 1
+    expose = layer.recurrent_param.expose_hidden
+    least = 2 + states * int(expose)
+    expect_bottoms(layer, bottoms, least, least + 1)
+    return states, len(bottoms) > least, expose
+
+
+@shape_rule("LSTM", "RNN")
+def recurrent(layer, bottoms):
+    states, static, expose = recurrent_setting(layer, bottoms)
     x, cont = bottoms[0], bottoms[1]
-    if len(x) < 2 or tuple(cont) != tuple(x[:2]):
-        raise ShapeError(f"cont must be (T, N) = {tuple(x[:2])} for an input of shape {tuple(x)}, got {tuple(cont)}")
-    steps, streams = x[0], x[1]
-    static = bottoms[2] if len(bottoms) > 2 + exposed else None
-    for state in bottoms[len(bottoms) - exposed:]:
-        if tuple(state) != (1, streams, hidden):
-            raise ShapeError(f"an initial state must be (1, {streams}, {hidden}), got {tuple(state)}")
+    hidden = layer.recurrent_param.num_output
+    if hidden <= 0:
+        raise ShapeError("recurrent_param needs num_output > 0 (Caffe CHECKs it)")
+    if len(x) < 2:
+        raise ShapeError(f"x must be (T, N, ...), got {x}")
+    steps, streams = x[:2]
+    if tuple(cont) != (steps, streams):
+        raise ShapeError(f"cont must be (T, N) = {(steps, streams)}, got {cont}")
+    gates = 4 * hidden if layer.type == "LSTM" else hidden
     inputs = count(x, 2)
-    params = [(gates * hidden, inputs), (gates * hidden,)]
-    macs = steps * streams * gates * hidden * (inputs + hidden)
-    if static is not None:
-        if static[0] != streams:
-            raise ShapeError(f"the static input's first axis must be N = {streams}, got {tuple(static)}")
-        params.append((gates * hidden, count(static, 1)))
-        macs += streams * gates * hidden * count(static, 1)
-    params.append((gates * hidden, hidden))
-    if output_layer:
+    params = [(gates, inputs), (gates,)]
+    if static:
+        x_static = bottoms[2]
+        if not x_static or x_static[0] != streams:
+            raise ShapeError(f"the static input must be (N, ...) with N = {streams}, got {x_static}")
+        params.append((gates, count(x_static, 1)))
+    params.append((gates, hidden))
+    if layer.type == "RNN":
         params += [(hidden, hidden), (hidden,)]
-        macs += steps * streams * hidden * hidden
-    tops = ((steps, streams, hidden),) + ((1, streams, hidden),) * exposed
-    return LayerShapes(tops, tuple(params), macs)
-
-
-@shape_rule("LSTM")
-def lstm(layer, bottoms):
-    return _recurrent(layer, bottoms, states=2, gates=4, output_layer=False)
-
-
-@shape_rule("RNN")
-def rnn(layer, bottoms):
-    return _recurrent(layer, bottoms, states=1, gates=1, output_layer=True)
+    state = (1, streams, hidden)
+    if expose:
+        for index in range(2 + int(static), 2 + int(static) + states):
+            if tuple(bottoms[index]) != state:
+                raise ShapeError(f"the initial state (bottom {index}) must be {state}, got {bottoms[index]}")
+    tops = [(steps, streams, hidden)] + [state] * (states if expose else 0)
+    macs = steps * streams * gates * (inputs + hidden) + (steps * streams * hidden * hidden if layer.type == "RNN"
+                                                        else 0)
+    if static:
+        macs += streams * gates * count(bottoms[2], 1)  # the static input's product, once per stream
+    return LayerShapes(tuple(tops), tuple(params), macs)

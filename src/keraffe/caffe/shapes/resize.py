@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from keraffe.caffe.shapes import LayerShapes, div_toward_zero, expect_bottoms, shape_rule
+import numpy as np
+
+from keraffe.caffe.shapes import LayerShapes, div_toward_zero, expect_bottoms, python_layer_kind, shape_rule
 from keraffe.errors import ShapeError
 
 
@@ -69,17 +71,36 @@ def interp(layer, bottoms):
     return LayerShapes((bottoms[0][:2] + interp_output(layer, bottoms),))
 
 
-@shape_rule("Reorg")
+#: The darknet reorg Python layer of the YOLOv2 Caffe port (synopsys-caffe-models' yolov2.py): stride 2.
+DARKNET_REORG = python_layer_kind("yolov2", "darknet_reorg")
+
+
+def reorg_setting(layer) -> tuple[int, bool]:
+    """(stride, reverse) of a Reorg layer, or of the darknet reorg Python layer (stride 2, forward)."""
+    if layer.type == "Python":
+        return 2, False
+    if not layer.reorg_param.HasField("stride"):
+        raise ShapeError("reorg_param needs stride (the forks CHECK it)")
+    return layer.reorg_param.stride, layer.reorg_param.reverse
+
+
+@shape_rule("Reorg", DARKNET_REORG)
 def reorg(layer, bottoms):
+    """Darknet's reorg as the YOLO forks copy it; it writes past its top unless every size divides."""
     expect_bottoms(layer, bottoms, 1)
     n, c, h, w = bottoms[0] if len(bottoms[0]) == 4 else (None,) * 4
     if n is None:
         raise ShapeError(f"needs a 4-axis input, got {bottoms[0]}")
-    s = layer.reorg_param.stride
-    if s <= 0 or h % s or w % s:
-        raise ShapeError(f"stride {s} must divide height {h} and width {w}")
-    if layer.reorg_param.reverse:
+    s, reverse = reorg_setting(layer)
+    if s <= 0:
+        raise ShapeError(f"stride {s} must be positive")
+    if reverse:
+        if c % (s * s):
+            raise ShapeError(f"reverse reorg by {s} needs channels divisible by {s * s}, got {c}")
         return LayerShapes(((n, c // (s * s), h * s, w * s),))
+    if c % (s * s) or h % s or w % s:
+        raise ShapeError(f"reorg by {s} needs channels divisible by {s * s} and height and width by {s}; "
+                         f"got {c}, {h}, {w}")
     return LayerShapes(((n, c * s * s, h // s, w // s),))
 
 
@@ -94,7 +115,9 @@ def synopsys_resize(layer, bottoms):
     if param.HasField("output_height") and param.HasField("output_width"):
         out = (param.output_height, param.output_width)
     else:
-        out = (int(height * param.scale_height), int(width * param.scale_width))
+        # The fork computes floor(size * scale) in float.
+        out = (int(np.floor(np.float32(height) * np.float32(param.scale_height))),
+               int(np.floor(np.float32(width) * np.float32(param.scale_width))))
     if nhwc:
         return LayerShapes(((bottom[0],) + out + (bottom[3],),))
     return LayerShapes((bottom[:2] + out,))

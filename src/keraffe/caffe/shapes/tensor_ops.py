@@ -244,3 +244,53 @@ def mul(layer, bottoms):
             raise ShapeError(f"bottoms {first} and {second} do not broadcast (sizes {a} and {b})")
         top.append(max(a, b))
     return LayerShapes((tuple(top),))
+
+
+def space_to_batch_setting(layer, rank: int, what: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """(block per axis 1..M, (begin, end) pads or crops per axis) of the Synopsys fork's SpaceToBatchND/BatchToSpaceND.
+
+    The TF op applied to the blob's own axes 1..M, whatever its layout.
+    """
+    param = layer.space_to_batch_nd_param if what == "paddings" else layer.batch_to_space_nd_param
+    blocks = [int(b) for b in param.block_shape]
+    amounts = [int(a) for a in (param.paddings if what == "paddings" else param.crops)]
+    if not blocks or any(b <= 0 for b in blocks):
+        raise ShapeError(f"block_shape {blocks} must hold positive sizes")
+    if len(blocks) >= rank:
+        raise ShapeError(f"block_shape {blocks} blocks {len(blocks)} axes of a {rank}-axis blob; axis 0 is the batch")
+    if len(amounts) not in (0, 2 * len(blocks)):
+        raise ShapeError(f"{what} {amounts} must give (begin, end) for each of the {len(blocks)} blocked axes")
+    amounts = amounts or [0] * (2 * len(blocks))
+    return blocks, [(amounts[2 * i], amounts[2 * i + 1]) for i in range(len(blocks))]
+
+
+@shape_rule("SpaceToBatchND")
+def space_to_batch_nd(layer, bottoms):
+    expect_bottoms(layer, bottoms, 1)
+    bottom = bottoms[0]
+    blocks, pads = space_to_batch_setting(layer, len(bottom), "paddings")
+    spatial = []
+    for axis, (block, (begin, end)) in enumerate(zip(blocks, pads), start=1):
+        padded = bottom[axis] + begin + end
+        if padded % block:
+            raise ShapeError(f"axis {axis}: padded size {padded} is not a multiple of its block {block}")
+        spatial.append(padded // block)
+    top = (bottom[0] * count(blocks),) + tuple(spatial) + bottom[len(blocks) + 1:]
+    return LayerShapes((top,))
+
+
+@shape_rule("BatchToSpaceND")
+def batch_to_space_nd(layer, bottoms):
+    expect_bottoms(layer, bottoms, 1)
+    bottom = bottoms[0]
+    blocks, crops = space_to_batch_setting(layer, len(bottom), "crops")
+    if bottom[0] % count(blocks):
+        raise ShapeError(f"batch {bottom[0]} is not a multiple of the blocks' product {count(blocks)}")
+    spatial = []
+    for axis, (block, (begin, end)) in enumerate(zip(blocks, crops), start=1):
+        size = bottom[axis] * block - begin - end
+        if size <= 0:
+            raise ShapeError(f"axis {axis}: crops {begin}, {end} leave nothing of {bottom[axis] * block}")
+        spatial.append(size)
+    top = (bottom[0] // count(blocks),) + tuple(spatial) + bottom[len(blocks) + 1:]
+    return LayerShapes((top,))

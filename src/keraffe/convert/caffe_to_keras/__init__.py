@@ -17,7 +17,8 @@ from keraffe.convert.registry import Registry
 
 Handler = Callable[["CaffeToKerasContext", LayerNode], None]  # noqa: F821
 
-FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection")
+FAMILIES = ("io", "activations", "conv", "pooling", "dense", "normalization", "tensor_ops", "resize", "detection",
+            "recurrent")
 
 HANDLERS: Registry[Handler] = Registry("Caffe -> Keras handler", __name__, FAMILIES)
 caffe_layer = HANDLERS.register
@@ -37,8 +38,8 @@ def check_supported(net: CaffeNet) -> None:
     load_handlers()
     # Before shape inference a type needs a shape rule too; after it, layers the graph passes
     # made (keraffe.BatchNormScale) have their shapes already.
-    refuse_layer_types(net, lambda node: node.type in HANDLERS and (node.shapes is not None or has_rule(node.type)),
-                       "cannot convert to Keras")
+    refuse_layer_types(net, lambda node: node.kind in HANDLERS and (node.shapes is not None or has_rule(node.kind)),
+                       "cannot convert to Keras", refuse_foreign_fields=True)
 
 
 def model_outputs(net: CaffeNet):
@@ -66,7 +67,7 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
 
     from keraffe.convert.caffe_to_keras.context import CaffeToKerasContext, sanitize
     from keraffe.keras_graph import produced_by
-    from keraffe.layout import NHWC, identity
+    from keraffe.layout import NHWC, batch_first
     from keraffe.passes import run_caffe_to_keras_passes
 
     given = net
@@ -82,18 +83,18 @@ def convert_net(net: CaffeNet, release_weights: bool = False):
     ctx.reserve_output_names(model_outputs(net))
     for tensor, (producer, fused_into) in net.fused.items():
         ctx.fused(tensor, producer, fused_into)
-    inputs = []
     for node in net.layers:
-        HANDLERS.get(node.type)(ctx, node)
+        HANDLERS.get(node.kind)(ctx, node)
         if release_weights:
             node.weights = None
-        if node.type == "Input":
-            inputs.extend(ctx.values[t].tensor for t in node.outputs)
+    # Input layers' tops, and Parameter layers fed from outside (keraffe.caffe.net marks those inputs).
+    inputs = [ctx.values[t].tensor for t in net.inputs]
     outputs = []
     for tensor in model_outputs(net):
         value = ctx.values[tensor]
         rank = len(net.shapes[tensor])
-        wanted = NHWC if rank == 4 else identity(rank)
+        # Images go out NHWC; other blobs in Caffe's order, batch first (a time-major blob stays batch-first).
+        wanted = NHWC if rank == 4 and value.layout.perm[0] == 0 else batch_first(value.layout)
         if value.layout != wanted and not value.layout.detections:
             outputs.append(ctx.convert_layout(tensor, wanted))
             operation, call_index, output_index = produced_by(outputs[-1])

@@ -52,6 +52,18 @@ def hard_swish(ctx, node):
     _unary(ctx, node, keras.layers.Activation("hard_silu", name=ctx.blob_name(node)))
 
 
+@caffe_layer("HardSigmoid")
+def hard_sigmoid(ctx, node):
+    """brocolli's (and the Synopsys fork's) max(0, min(1, x * alpha + beta)): Rescaling, then ReLU capped at 1.
+
+    Keras' own hard_sigmoid has alpha 1/6; Caffe's defaults are 0.2 and 0.5.
+    """
+    param = node.param.hard_sigmoid_param if node.param.HasField("hard_sigmoid_param") else node.param.hardsigmoid_param
+    value = ctx.value(node)
+    affine = keras.layers.Rescaling(param.alpha, param.beta, name=ctx.helper_name(node, "affine"))(value.tensor)
+    ctx.emit(node, 0, keras.layers.ReLU(max_value=1.0, name=ctx.blob_name(node))(affine), value.layout)
+
+
 @caffe_layer("ELU")
 def elu(ctx, node):
     _unary(ctx, node, keras.layers.ELU(alpha=node.param.elu_param.alpha, name=ctx.blob_name(node)))

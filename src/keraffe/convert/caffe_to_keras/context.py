@@ -31,6 +31,8 @@ class KerasValue:
 
     tensor: object
     layout: Layout
+    #: The region proposals whose rows this tensor's rows follow (keraffe.layout.PROPOSALS), if any.
+    rows_of: Tensor | None = None
 
 
 def sanitize(name: str) -> str:
@@ -228,20 +230,36 @@ class CaffeToKerasContext:
         self._converted[key] = result
         return result
 
-    def emit(self, node: LayerNode, index: int, tensor, layout: Layout | None = None, note: str = "") -> None:
-        """Record a Keras tensor as Caffe top ``index`` of ``node``."""
+    def emit(self, node: LayerNode, index: int, tensor, layout: Layout | None = None, note: str = "",
+             rows_of: Tensor | None = None) -> None:
+        """Record a Keras tensor as Caffe top ``index`` of ``node``.
+
+        A top computed from region proposals keeps their rows (``rows_of``, taken
+        from the bottoms unless given); a proposal layer names its own top.
+        """
         caffe_tensor = node.outputs[index]
         layout = layout or default_layout(len(self.net.shapes[caffe_tensor]))
-        self.values[caffe_tensor] = KerasValue(tensor, layout)
+        rows_of = rows_of or self._rows_of(node)
+        self.values[caffe_tensor] = KerasValue(tensor, layout, rows_of)
         operation, call_index, output_index = produced_by(tensor)
         self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, operation.name, output_index,
-                              call_index, layout, note))
+                              call_index, layout, note, str(rows_of) if rows_of else ""))
+
+    def _rows_of(self, node: LayerNode) -> Tensor | None:
+        sources = {self.values[t].rows_of for t in node.inputs if t in self.values} - {None}
+        if len(sources) > 1:
+            raise ConversionError(f"layer '{node.name}' ({node.type}) combines rows of different region proposals "
+                                  f"({', '.join(sorted(str(s) for s in sources))}); their numbers of rows differ")
+        return next(iter(sources), None)
 
     def alias(self, node: LayerNode, index: int, value: KerasValue, note: str) -> None:
         """A top that holds exactly an existing tensor (Split, identity layers at inference)."""
         caffe_tensor = node.outputs[index]
+        if value.rows_of is None:
+            value = dataclasses.replace(value, rows_of=self._rows_of(node))
         self.values[caffe_tensor] = value
-        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, None, 0, 0, value.layout, note))
+        self.map.add(MapEntry(str(caffe_tensor), caffe_tensor.blob, node.name, None, 0, 0, value.layout, note,
+                              str(value.rows_of) if value.rows_of else ""))
 
     def fused(self, caffe_tensor: Tensor, layer_name: str, into: str) -> None:
         """Record a Caffe tensor that no Keras tensor holds because a pass fused it away."""

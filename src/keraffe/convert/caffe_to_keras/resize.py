@@ -1,4 +1,4 @@
-"""Upsample (SegNet unpooling or nearest upsampling) and Interp (align-corners bilinear)."""
+"""Upsample (SegNet unpooling or nearest upsampling), Interp (align-corners bilinear), the Synopsys fork's resizes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from keraffe.caffe.shapes.pooling import pool_geometry
 from keraffe.caffe.shapes.resize import interp_output
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC
+from keraffe.layout import NHWC, identity
 
 
 @caffe_layer("Upsample")
@@ -68,12 +68,13 @@ def resize_nearest_neighbor(ctx, node):
     other source pixels and are refused rather than approximated.
     """
     param = node.param.resize_nearest_neighbor_param
-    in_hw = ctx.in_shape(node)[2:]
-    out_hw = ctx.out_shape(node)[2:]
+    nhwc = param.data_format.upper() == "NHWC"
+    in_hw = ctx.in_shape(node)[1:3] if nhwc else ctx.in_shape(node)[2:]
+    out_hw = ctx.out_shape(node)[1:3] if nhwc else ctx.out_shape(node)[2:]
     factors = tuple(o // i for o, i in zip(out_hw, in_hw))
     reasons = []
-    if param.data_format.upper() != "NCHW":
-        reasons.append(f"data_format {param.data_format!r} (only NCHW blobs convert)")
+    if param.data_format.upper() not in ("NCHW", "NHWC"):
+        reasons.append(f"data_format {param.data_format!r} (only NCHW and NHWC blobs convert)")
     if param.align_corners or param.half_pixel_centers:
         reasons.append("align_corners or half_pixel_centers set")
     if any(f * i != o for f, i, o in zip(factors, in_hw, out_hw)):
@@ -82,4 +83,29 @@ def resize_nearest_neighbor(ctx, node):
         raise ConversionError(f"layer '{node.name}' (ResizeNearestNeighbor) has {'; '.join(reasons)}; only integer "
                               "upscaling with TF's default pixel choice is exactly Keras' nearest UpSampling2D")
     layer = keras.layers.UpSampling2D(size=factors, interpolation="nearest", name=ctx.blob_name(node))
-    ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
+    if nhwc:  # the blob is (N, H, W, C) already: Keras' order is Caffe's
+        ctx.emit(node, 0, layer(ctx.input(node, 0, identity(4))), identity(4))
+    else:
+        ctx.emit(node, 0, layer(ctx.input_nhwc(node)), NHWC)
+
+
+@caffe_layer("ResizeBilinear")
+def resize_bilinear(ctx, node):
+    """TF's resize_bilinear as the Synopsys fork computes it, on NCHW or NHWC blobs."""
+    param = node.param.resize_bilinear_param
+    data_format = param.data_format.upper()
+    flags = [f for f in ("align_corners", "half_pixel_centers", "pytorch_half_pixel") if getattr(param, f)]
+    if len(flags) > 1:
+        raise ConversionError(f"layer '{node.name}' (ResizeBilinear) sets {' and '.join(flags)}; the fork refuses "
+                              "more than one")
+    if data_format not in ("NCHW", "NHWC"):
+        raise ConversionError(f"layer '{node.name}' (ResizeBilinear): data_format {param.data_format!r} (3-D "
+                              "resizing) does not convert; only NCHW and NHWC do")
+    out = ctx.out_shape(node)
+    if data_format == "NCHW":
+        x, size, layout = ctx.input_nhwc(node), out[2:], NHWC
+    else:  # the blob is (N, H, W, C) already: Keras' order is Caffe's
+        x, size, layout = ctx.input(node, 0, identity(4)), out[1:3], identity(4)
+    layer = keras_layers.ResizeBilinear(size, param.align_corners, param.half_pixel_centers,
+                                        param.pytorch_half_pixel, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(x), layout)

@@ -1,5 +1,5 @@
 """Eltwise, Mul, Concat, Slice, Flatten, Reshape, Squeeze, Permute, Crop, Tile, Reduction, ArgMax, ShuffleChannel,
-Axpy.
+Axpy, Reorg, SpaceToBatchND and BatchToSpaceND.
 
 Layout is what matters here: Permute costs nothing (the Keras tensor stays, its
 recorded layout changes), Flatten of an NHWC image keeps Keras' order and lets
@@ -14,11 +14,12 @@ import keras
 from keraffe import keras_layers
 from keraffe.caffe.proto import caffe_pb2 as pb
 from keraffe.caffe.shapes import canonical_axis, count
-from keraffe.caffe.shapes.tensor_ops import concat_axis, permute_order, slice_axis
+from keraffe.caffe.shapes.resize import DARKNET_REORG, reorg_setting
+from keraffe.caffe.shapes.tensor_ops import concat_axis, permute_order, slice_axis, space_to_batch_setting
 from keraffe.convert.caffe_to_keras import caffe_layer
 from keraffe.convert.caffe_to_keras.context import KerasValue
 from keraffe.errors import ConversionError
-from keraffe.layout import NHWC, Layout, flattened_nhwc, identity
+from keraffe.layout import NHWC, Layout, batch_first, flattened_nhwc, identity
 
 
 def _common_layout(ctx, node):
@@ -130,9 +131,16 @@ def flatten(ctx, node):
 
 @caffe_layer("Reshape")
 def reshape(ctx, node):
+    """A Reshape of Caffe's order, after the Keras batch axis.
+
+    The batch is Caffe's axis 0, or axis 1 for a time-major sequence (T, N, ...);
+    the Reshape must keep every axis up to it, and reshapes what follows.
+    """
     in_shape = ctx.in_shape(node)
     out_shape = ctx.out_shape(node)
-    if out_shape[:1] != in_shape[:1]:
+    value = ctx.value(node)
+    batch = value.layout.perm[0] if value.layout.flattened_from is None else 0
+    if out_shape[:batch + 1] != in_shape[:batch + 1]:
         raise ConversionError(
             f"layer '{node.name}' (Reshape) changes the batch axis ({in_shape} -> {out_shape}); "
             "Keras models keep the batch axis"
@@ -141,8 +149,11 @@ def reshape(ctx, node):
     if factor != 1:
         _pixel_shuffle(ctx, node, factor)
         return
-    x = ctx.input(node, 0, identity(len(in_shape)))
-    ctx.emit(node, 0, keras.layers.Reshape(out_shape[1:], name=ctx.blob_name(node))(x), identity(len(out_shape)))
+    layout = batch_first(value.layout) if batch else identity(len(in_shape))
+    x = ctx.input(node, 0, layout)
+    out_layout = Layout((batch,) + tuple(a for a in range(len(out_shape)) if a != batch))
+    target = out_layout.keras_shape(out_shape)[1:]
+    ctx.emit(node, 0, keras.layers.Reshape(target, name=ctx.blob_name(node))(x), out_layout)
 
 
 def _pixel_shuffle(ctx, node, factor: int) -> None:
@@ -183,13 +194,16 @@ def squeeze(ctx, node):
 
 @caffe_layer("Permute")
 def permute(ctx, node):
-    """No data moves: the output blob is the same Keras tensor read with another axis order."""
+    """No data moves: the output blob is the same Keras tensor read with another axis order.
+
+    That holds when Permute moves Caffe's axis 0 too (a CRNN's (N, C, H, W) ->
+    (W, N, C, H)): the Keras batch axis stays first and the layout says which
+    Caffe axis it is; a later layer that would need the batch moved refuses.
+    """
     value = ctx.value(node)
     if value.layout.flattened_from is not None:
         value = KerasValue(ctx.input(node, 0, identity(value.layout.rank)), identity(value.layout.rank))
     order = permute_order(node.param, value.layout.rank)
-    if order[0] != 0:
-        raise ConversionError(f"layer '{node.name}' (Permute) moves the batch axis (order {order})")
     layout = Layout(tuple(order.index(p) for p in value.layout.perm))
     ctx.alias(node, 0, KerasValue(value.tensor, layout), note=f"Permute {order}: same Keras tensor, layout "
                                                                f"{layout.describe()}")
@@ -273,3 +287,48 @@ def shuffle_channel(ctx, node):
     x = keras.layers.Reshape((h, w, groups, c // groups), name=ctx.helper_name(node, "split"))(x)
     x = keras.layers.Permute((1, 2, 4, 3), name=ctx.helper_name(node, "swap"))(x)
     ctx.emit(node, 0, keras.layers.Reshape((h, w, c), name=ctx.blob_name(node))(x), NHWC)
+
+
+@caffe_layer("Reorg", DARKNET_REORG)
+def reorg(ctx, node):
+    """Darknet's reorg (MobileNet-YOLO's Reorg, the YOLOv2 port's darknet_reorg Python layer), as three moves.
+
+    Darknet's loop is not a space-to-depth of its input: it reads the (C, H, W)
+    buffer as (C/s², H·s, W·s), takes TensorFlow's space-to-depth of that, and
+    reads the result as (C·s², H/s, W/s). Reversed, it is depth-to-space (ONNX's
+    DCR order). Each is a Reshape, a Permute and a Reshape on Caffe's order.
+    """
+    stride, reverse = reorg_setting(node.param)
+    _, channels, height, width = ctx.in_shape(node)
+    x = ctx.input(node, 0, identity(4))
+    if reverse:
+        fewer = channels // (stride * stride)
+        x = keras.layers.Reshape((stride, stride, fewer, height, width), name=ctx.helper_name(node, "split"))(x)
+        x = keras.layers.Permute((3, 4, 1, 5, 2), name=ctx.helper_name(node, "interleave"))(x)
+        x = keras.layers.Reshape((fewer, height * stride, width * stride), name=ctx.blob_name(node))(x)
+    else:
+        fewer = channels // (stride * stride)
+        x = keras.layers.Reshape((fewer, height, stride, width, stride), name=ctx.helper_name(node, "split"))(x)
+        x = keras.layers.Permute((3, 5, 1, 2, 4), name=ctx.helper_name(node, "gather"))(x)
+        x = keras.layers.Reshape((channels * stride * stride, height // stride, width // stride),
+                                 name=ctx.blob_name(node))(x)
+    ctx.emit(node, 0, x, identity(4))
+
+
+@caffe_layer("SpaceToBatchND", "BatchToSpaceND")
+def space_to_batch(ctx, node):
+    """The Synopsys fork's TF ops on the blob's own axes 1..M, in Caffe's order.
+
+    TF's dilated convolution (SpaceToBatchND, a convolution, BatchToSpaceND) is
+    folded into one dilated convolution before this (keraffe.passes.fold_space_to_batch);
+    what is left moves values between the batch and the blocked axes.
+    """
+    rank = len(ctx.in_shape(node))
+    x = ctx.input(node, 0, identity(rank))
+    if node.type == "SpaceToBatchND":
+        blocks, pads = space_to_batch_setting(node.param, rank, "paddings")
+        layer = keras_layers.SpaceToBatchND(blocks, pads, name=ctx.blob_name(node))
+    else:
+        blocks, crops = space_to_batch_setting(node.param, rank, "crops")
+        layer = keras_layers.BatchToSpaceND(blocks, crops, name=ctx.blob_name(node))
+    ctx.emit(node, 0, layer(x), identity(rank))
