@@ -162,7 +162,7 @@ def sensitivity(model, data, metric="accuracy", ratios=DEFAULT_RATIOS, *, import
         row, row_macs = [], []
         for ratio in ratios:
             removed, kept = removal({name: ratio})
-            plan = ChannelPlan(graph, options, removed, kept, counter.full, counter(removed))
+            plan = ChannelPlan(graph, options, removed, kept, counter.full, counter(removed), {})
             row.append(float(measure(plan.apply().model, data)))
             row_macs.append(plan.macs_after)
         table[name], macs[name] = tuple(row), tuple(row_macs)
