@@ -115,3 +115,49 @@ def barrier_model():
 
 def images(shape, count: int = 2, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(count, *shape)).astype(np.float32)
+
+
+#: Small keras_hub CNN backbones, built from constructor arguments (presets would need downloads).
+KERAS_HUB_IMAGE = (32, 40, 3)
+
+
+def keras_hub_backbone(family: str):
+    """A small seeded keras_hub backbone of one family; its blocks are composite layers (MobileNet, EfficientNet,
+    HGNetV2) or functional stages with keras.ops calls (CSPNet's channel split, ResNetV2's pad)."""
+    import keras_hub
+
+    models = keras_hub.models
+    keras.utils.set_random_seed(0)
+    image = KERAS_HUB_IMAGE
+    builders = {
+        "ResNet": lambda: models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[3], stackwise_num_filters=[64, 32],
+            stackwise_num_blocks=[1, 1], stackwise_num_strides=[1, 2], block_type="bottleneck_block",
+            use_pre_activation=False, image_shape=image),
+        "MobileNet": lambda: models.MobileNetBackbone(
+            stackwise_expansion=[[40, 56], [64, 72]], stackwise_num_blocks=[2, 2],
+            stackwise_num_filters=[[16, 16], [24, 24]], stackwise_kernel_size=[[3, 3], [5, 5]],
+            stackwise_num_strides=[[2, 1], [2, 1]], stackwise_se_ratio=[[None, None], [0.25, 0.25]],
+            stackwise_activation=[["relu", "relu"], ["hard_swish", "hard_swish"]],
+            stackwise_padding=[[1, 1], [2, 2]], output_num_filters=64, depthwise_filters=8, depthwise_stride=1,
+            depthwise_residual=False, last_layer_filter=64, squeeze_and_excite=0.5, image_shape=image),
+        "EfficientNet": lambda: models.EfficientNetBackbone(
+            stackwise_kernel_sizes=[3, 3, 3], stackwise_num_repeats=[1, 1, 1], stackwise_input_filters=[16, 16, 24],
+            stackwise_output_filters=[16, 24, 32], stackwise_expansion_ratios=[1, 4, 4],
+            stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25], stackwise_strides=[1, 2, 2],
+            stackwise_block_types=["fused", "fused", "unfused"], width_coefficient=1.0, depth_coefficient=1.0,
+            input_shape=image, num_features=64),
+        "DenseNet": lambda: models.DenseNetBackbone(stackwise_num_repeats=[2, 2], image_shape=image, growth_rate=8),
+        "CSPNet": lambda: models.CSPNetBackbone(
+            stem_filters=16, stem_kernel_size=3, stem_strides=1, stackwise_depth=[1, 1], stackwise_strides=[2, 2],
+            stackwise_num_filters=[16, 32], block_type="dark_block", stage_type="csp", expand_ratio=[2.0, 2.0],
+            block_ratio=[1.0, 1.0], bottle_ratio=[0.5, 0.5], down_growth=True, stem_padding="same",
+            image_shape=image),
+        "HGNetV2": lambda: models.HGNetV2Backbone(
+            depths=[1, 1], embedding_size=16, hidden_sizes=[32, 64], stem_channels=[3, 8, 16], hidden_act="relu",
+            use_learnable_affine_block=False, stackwise_stage_filters=[(16, 8, 32, 1, 2, 3), (32, 16, 64, 1, 2, 3)],
+            apply_downsample=[False, True], use_lightweight_conv_block=[False, True], image_shape=image),
+    }
+    model = builders[family]()
+    randomise_batchnorm(model, beta_std=0.2)
+    return model
