@@ -218,15 +218,21 @@ def _merge_concat_reshape(operation, call):
     return None
 
 
-def _shape_readers(operation, call):
-    """SSD's PriorBox computes its boxes from its inputs' spatial sizes alone; their channels do not matter."""
+def _ssd(operation, call):
+    """SSD's PriorBox computes its boxes from its inputs' spatial sizes alone: their channels do not matter.
+
+    DetectionOutput reads each head's channels as priors x 4 box offsets and
+    priors x classes scores, so the heads feeding it keep every channel.
+    """
     if _keraffe_class(operation, ("PriorBox",)):
         return SHAPE, ""
+    if _keraffe_class(operation, ("DetectionOutput",)):
+        return BARRIER, "SSD's DetectionOutput reads its inputs as priors x 4 box offsets and priors x classes scores"
     return None
 
 
 _RULES = (_convolution, _depthwise_family, _recurrent, _time_distributed, _normalisation_and_activation,
-          _per_channel, _merge_concat_reshape, _shape_readers)
+          _per_channel, _merge_concat_reshape, _ssd)
 
 
 # --- raw keras.ops calls recorded in functional graphs (and traced composite layers) ------------------
