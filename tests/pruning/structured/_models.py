@@ -161,3 +161,86 @@ def keras_hub_backbone(family: str):
     model = builders[family]()
     randomise_batchnorm(model, beta_std=0.2)
     return model
+
+
+def _conv_bn_silu(x, filters, kernel, name, strides=1):
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(x)
+    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return keras.layers.Activation("silu", name=f"{name}_silu")(x)
+
+
+def _bottleneck(x, filters, name):
+    y = _conv_bn_silu(x, filters, 3, f"{name}_a")
+    y = _conv_bn_silu(y, filters, 3, f"{name}_b")
+    return keras.layers.Add(name=f"{name}_add")([x, y])
+
+
+def _csp_block(x, filters, name, split: bool):
+    """YOLOv8's C2f (split=True: one 1x1 conv, its output split in two halves along the channels) or
+    YOLOv5's C3 (split=False: two parallel 1x1 convs); a bottleneck on one half, then concat and a 1x1."""
+    half = filters // 2
+    if split:
+        both = _conv_bn_silu(x, 2 * half, 1, f"{name}_cv1")
+        keep, work = keras.ops.split(both, 2, axis=-1)
+    else:
+        keep = _conv_bn_silu(x, half, 1, f"{name}_cv1")
+        work = _conv_bn_silu(x, half, 1, f"{name}_cv2")
+    worked = _bottleneck(work, half, f"{name}_m")
+    joined = keras.layers.Concatenate(name=f"{name}_cat")([keep, work, worked] if split else [keep, worked])
+    return _conv_bn_silu(joined, filters, 1, f"{name}_out")
+
+
+def yolo_detector(split: bool = True, image=(64, 64, 3), classes: int = 3, anchors: int = 3):
+    """A small YOLO-style detector: CSP blocks (C2f with a channel split, or C3 without), an SPPF (max pools
+    concatenated), a neck that upsamples and concatenates across two scales, and a head per scale whose
+    channels are anchors x (5 + classes)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(image, name="image")
+    x = _conv_bn_silu(inputs, 16, 3, "stem", strides=2)
+    x = _conv_bn_silu(x, 32, 3, "down1", strides=2)
+    p3 = _csp_block(x, 32, "c3", split)
+    x = _conv_bn_silu(p3, 64, 3, "down2", strides=2)
+    x = _csp_block(x, 64, "c4", split)
+    s = _conv_bn_silu(x, 32, 1, "sppf_cv1")
+    pools = [s]
+    for index in range(2):
+        pools.append(keras.layers.MaxPooling2D(5, strides=1, padding="same", name=f"sppf_pool{index}")(pools[-1]))
+    p4 = _conv_bn_silu(keras.layers.Concatenate(name="sppf_cat")(pools), 64, 1, "sppf_cv2")
+    up = keras.layers.UpSampling2D(2, name="neck_up")(p4)
+    n3 = _csp_block(keras.layers.Concatenate(name="neck_cat")([up, p3]), 32, "n3", split)
+    heads = []
+    for name, feature in (("head_p3", n3), ("head_p4", p4)):
+        y = _conv_bn_silu(feature, 32, 3, f"{name}_conv")
+        heads.append(keras.layers.Conv2D(anchors * (5 + classes), 1, name=name)(y))
+    model = keras.Model(inputs, heads, name="yolo_c2f" if split else "yolo_c3")
+    randomise_batchnorm(model, beta_std=0.2)
+    return model
+
+
+def silence_planned_channels(plan) -> None:
+    """Make every channel a plan removes carry exact zeros in the original model.
+
+    The removed units' own weights are zeroed (as GradualChannelPruning masks
+    them) and every BatchNormalization they pass gets beta and moving mean 0
+    there, so nothing is left to fold: the pruned model must then compute
+    exactly what the original does.
+    """
+    from keraffe.pruning.structured import sources
+
+    graph, removed = plan.graph, plan.removed
+    for group in graph.groups:
+        gone = np.isin(group.channels, removed)
+        for name in group.sources if gone.any() else ():
+            layer = graph.layers[name]
+            units = group.filters[name][gone]
+            masked = np.zeros(sources.unit_count(layer), dtype=bool)
+            masked[units[units >= 0]] = True
+            for position, mask in sources.unit_masks(layer, masked):
+                variable = layer.weights[position]
+                variable.assign(keras.ops.convert_to_numpy(variable) * mask)
+    for record in graph.records:
+        if type(record.operation).__name__ == "BatchNormalization":
+            gone = ~graph.alive(record.in_layouts[0], removed)
+            gamma, beta, mean, variance = record.operation.get_weights()
+            beta[gone], mean[gone] = 0.0, 0.0
+            record.operation.set_weights([gamma, beta, mean, variance])
