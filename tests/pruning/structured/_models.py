@@ -244,3 +244,54 @@ def silence_planned_channels(plan) -> None:
             gamma, beta, mean, variance = record.operation.get_weights()
             beta[gone], mean[gone] = 0.0, 0.0
             record.operation.set_weights([gamma, beta, mean, variance])
+
+
+def recurrent_model(kind: str):
+    """Small seeded sequence models: the recurrent families channel pruning cuts as gate groups.
+
+    * "text": Embedding -> LSTM -> GRU (reset_after) -> Dense;
+    * "gru_v1": Conv1D -> BN -> GRU(reset_after=False) -> Dense, so constants reach the GRU's kernel;
+    * "bidirectional": Bidirectional(LSTM, concat) -> Bidirectional(GRU, sum) -> SimpleRNN -> Dense;
+    * "time_distributed": TimeDistributed(Conv2D) -> TimeDistributed(BN) -> TimeDistributed(pool)
+      -> LSTM(return_sequences) -> TimeDistributed(Dense).
+    """
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    if kind == "text":
+        tokens = keras.Input((7,), dtype="int32", name="tokens")
+        x = L.Embedding(20, 12, name="embed")(tokens)
+        x = L.LSTM(10, return_sequences=True, name="lstm")(x)
+        x = L.GRU(8, name="gru")(x)
+        outputs = L.Dense(3, name="logits")(x)
+        inputs = tokens
+    elif kind == "gru_v1":
+        inputs = keras.Input((6, 4), name="signal")
+        x = L.Conv1D(10, 1, name="conv")(inputs)
+        x = L.BatchNormalization(name="conv_bn")(x)
+        x = L.GRU(8, reset_after=False, return_sequences=True, name="gru")(x)
+        x = L.LSTM(6, name="lstm")(x)
+        outputs = L.Dense(2, name="logits")(x)
+    elif kind == "bidirectional":
+        inputs = keras.Input((5, 4), name="signal")
+        x = L.Bidirectional(L.LSTM(6, return_sequences=True), name="bi_lstm")(inputs)
+        x = L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="sum", name="bi_gru")(x)
+        x = L.SimpleRNN(6, name="rnn")(x)
+        outputs = L.Dense(2, name="logits")(x)
+    elif kind == "time_distributed":
+        inputs = keras.Input((4, 6, 6, 3), name="clip")
+        x = L.TimeDistributed(L.Conv2D(8, 3, padding="same"), name="td_conv")(inputs)
+        x = L.TimeDistributed(L.BatchNormalization(), name="td_bn")(x)
+        x = L.TimeDistributed(L.GlobalAveragePooling2D(), name="td_pool")(x)
+        x = L.LSTM(6, return_sequences=True, name="lstm")(x)
+        outputs = L.TimeDistributed(L.Dense(2), name="td_logits")(x)
+    else:
+        raise ValueError(kind)
+    model = keras.Model(inputs, outputs, name=kind)
+    rng = np.random.default_rng(1)
+    for layer in model._flatten_layers():  # biases away from zero, so removed units leave something behind
+        if layer.weights and type(layer).__name__ in ("LSTM", "GRU", "SimpleRNN", "Bidirectional", "Dense",
+                                                      "Conv1D", "Conv2D"):
+            layer.set_weights([v if v.ndim > 1 and v.shape[0] != 2 else v + rng.normal(0, 0.3, v.shape)
+                               .astype(np.float32) for v in layer.get_weights()])
+    randomise_batchnorm(model)
+    return model

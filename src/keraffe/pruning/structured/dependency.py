@@ -321,19 +321,11 @@ class ChannelGraph:
         return [atoms], ""
 
     def _bidirectional(self, operation, name, atoms, in_layouts, outputs):
-        forward = int(operation.forward_layer.cell.units)
-        halves = atoms[:forward], atoms[forward:]
+        """Unit j of both directions is one channel (Keras keeps the directions equally wide)."""
         for extra in in_layouts[1:]:
             self._protect(extra, f"it is an initial state of {name}")
-        if operation.merge_mode == "concat":
-            merged = atoms
-        else:  # sum, ave, mul: unit j of each direction meet element-wise
-            if len(halves[0]) != len(halves[1]):
-                return None, "merges directions of different widths"
-            self._union(halves[0], halves[1])
-            merged = halves[0]
-        states = (len(outputs) - 1) // 2
-        return [merged] + [halves[0]] * states + [halves[1]] * states, ""
+        merged = np.concatenate([atoms, atoms]) if operation.merge_mode == "concat" else atoms
+        return [merged] + [atoms] * (len(outputs) - 1), ""
 
     def _rule_channelwise(self, operation, name, inputs, in_layouts, outputs):
         if len(outputs) != 1 or tuple(outputs[0].shape)[-1:] != tuple(inputs[0].shape)[-1:]:

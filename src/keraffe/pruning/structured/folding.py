@@ -359,6 +359,7 @@ def _emitted_recurrent(record, replaced: dict, out_gone, unfolded) -> tuple[np.n
 
 
 def _units_gone(layer, out_gone: np.ndarray) -> np.ndarray:
+    """The simulated sequence's columns (both directions side by side) that belong to removed units."""
     if keras_class(layer, ("Bidirectional",)) and layer.merge_mode != "concat":
         return np.concatenate([out_gone, out_gone])
     return out_gone

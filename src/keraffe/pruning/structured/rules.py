@@ -159,6 +159,8 @@ def _recurrent(operation, call):
     if keras_class(operation, ("Bidirectional",)):
         if recurrent_cell(operation.forward_layer) is None or recurrent_cell(operation.backward_layer) is None:
             return BARRIER, f"Bidirectional over {type(operation.forward_layer).__name__}"
+        if operation.forward_layer.cell.units != operation.backward_layer.cell.units:
+            return BARRIER, "Bidirectional with directions of different widths"
         if operation.merge_mode not in ("concat", "sum", "ave", "mul"):
             return BARRIER, f"Bidirectional with merge_mode={operation.merge_mode!r}"
         if operation.forward_layer.stateful:

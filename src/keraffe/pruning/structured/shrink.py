@@ -24,16 +24,15 @@ from keraffe.pruning.structured.sources import CONV, CONV_TRANSPOSE, DEPTHWISE, 
 def _set_units(layer, config: dict, alive_units: np.ndarray, use_bias: bool = False) -> dict:
     """The config of a source layer with its unit count(s) changed to the surviving ones (and a bias if asked)."""
     def nested(key, sublayer, alive):
-        serialized = dict(config[key])
+        serialized = _unbuilt(config[key])
         serialized["config"] = _set_units(sublayer, dict(serialized["config"]), alive, use_bias)
         return serialized
 
     if keras_class(layer, ("TimeDistributed",)):
         return dict(config, layer=nested("layer", layer.layer, alive_units))
-    if keras_class(layer, ("Bidirectional",)):
-        forward = int(layer.forward_layer.cell.units)
-        return dict(config, layer=nested("layer", layer.forward_layer, alive_units[:forward]),
-                    backward_layer=nested("backward_layer", layer.backward_layer, alive_units[forward:]))
+    if keras_class(layer, ("Bidirectional",)):  # unit j of both directions goes or stays together
+        return dict(config, layer=nested("layer", layer.forward_layer, alive_units),
+                    backward_layer=nested("backward_layer", layer.backward_layer, alive_units))
     if keras_class(layer, ("RNN",)):  # RNN(cell): the count lives in the cell's config
         return dict(config, cell=nested("cell", layer.cell, alive_units))
     name = type(layer).__name__
@@ -42,6 +41,11 @@ def _set_units(layer, config: dict, alive_units: np.ndarray, use_bias: bool = Fa
     if use_bias:
         config["use_bias"] = True
     return config
+
+
+def _unbuilt(serialized: dict) -> dict:
+    """A wrapped layer's serialized config without its build config, which holds the old input shape."""
+    return {key: value for key, value in serialized.items() if key != "build_config"}
 
 
 def shrink_source(layer, alive_in, alive_units, replaced=None) -> tuple[dict, list[np.ndarray]]:
@@ -74,7 +78,7 @@ def shrink_layer(layer, alive_in) -> tuple[dict, list[np.ndarray]]:
     name = type(layer).__name__
     if keras_class(layer, ("TimeDistributed",)):
         inner_config, values = shrink_layer(layer.layer, alive_in)
-        return dict(config, layer=dict(config["layer"], config=inner_config)), values
+        return dict(config, layer=dict(_unbuilt(config["layer"]), config=inner_config)), values
     if name in DEPTHWISE:
         values[0] = np.take(values[0], keep, axis=values[0].ndim - 2)
         if len(values) > 1:
@@ -156,11 +160,9 @@ def record_macs(record, kept_in: int | None = None, alive_units: np.ndarray | No
         return 0
     c_in = in_shape[-1] if kept_in is None and in_shape else kept_in
     if keras_class(layer, ("Bidirectional",)):
-        forward = int(layer.forward_layer.cell.units)
-        total = forward + int(layer.backward_layer.cell.units)
-        alive = np.ones(total, dtype=bool) if alive_units is None else alive_units
-        return sum(_recurrent_macs(half, in_shape[0], c_in, int(part.sum()))
-                   for half, part in ((layer.forward_layer, alive[:forward]), (layer.backward_layer, alive[forward:])))
+        units = int(layer.forward_layer.cell.units) if alive_units is None else int(alive_units.sum())
+        return sum(_recurrent_macs(half, in_shape[0], c_in, units) for half in (layer.forward_layer,
+                                                                              layer.backward_layer))
     if sources.recurrent_cell(layer) is not None:
         units = int(layer.cell.units) if alive_units is None else int(alive_units.sum())
         return _recurrent_macs(layer, in_shape[0], c_in, units)

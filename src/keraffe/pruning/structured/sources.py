@@ -13,8 +13,8 @@ This module states that once per layer family, as a list of :class:`Cut`:
   ``g * units + j`` of every gate ``g`` of its kernel, recurrent kernel and bias,
   and also row ``j`` of the recurrent kernel (the unit's state feeds every
   gate): an LSTM unit is cut as its four gate columns together;
-* Bidirectional holds a forward and a backward layer, whose units are the
-  first and the second half of the wrapper's units;
+* Bidirectional holds a forward and a backward layer of equal width (Keras
+  assumes it), and unit ``j`` is unit ``j`` of both: they are cut as a pair;
 * TimeDistributed holds its inner layer's weights as they are;
 * Embedding holds unit ``j`` in column ``j`` of its table.
 
@@ -122,7 +122,9 @@ def cuts(layer) -> list[Cut] | None:
         forward, backward = layer.forward_layer, layer.backward_layer
         if recurrent_cell(forward) is None or recurrent_cell(backward) is None:
             return None
-        return _recurrent_cuts(layer, forward, 0) + _recurrent_cuts(layer, backward, int(forward.cell.units))
+        if int(forward.cell.units) != int(backward.cell.units):
+            return None
+        return _recurrent_cuts(layer, forward, 0) + _recurrent_cuts(layer, backward, 0)
     if recurrent_cell(layer) is not None:
         return _recurrent_cuts(layer, layer, 0)
     if _keras(layer, ("Embedding",)):
@@ -146,7 +148,7 @@ def unit_count(layer) -> int:
     if _keras(layer, ("TimeDistributed",)):
         return unit_count(layer.layer)
     if _keras(layer, ("Bidirectional",)):
-        return int(layer.forward_layer.cell.units) + int(layer.backward_layer.cell.units)
+        return int(layer.forward_layer.cell.units)
     return max(c.start + c.span for c in cuts(layer) if c.role == OUT)
 
 
