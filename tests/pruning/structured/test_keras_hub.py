@@ -90,3 +90,23 @@ def test_pruned_backbone_matches_real_caffe(family, least_reduction, composites,
     assert report.ok and not bad, bad[:5]
     assert report.max_rel <= 1e-4
     assert len(export.tensor_map.outputs) == len(pruned.outputs)
+
+
+def test_magnitude_pruning_reaches_inside_keras_hub_blocks():
+    """prune_low_magnitude wraps each composite block whole and masks the convolutions inside it."""
+    import keras
+
+    from keraffe import pruning
+
+    model = _models.keras_hub_backbone("EfficientNet")
+    pruned = pruning.prune_low_magnitude(model, pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1))
+    wrapped = {w.layer.name: type(w.layer).__name__ for w in pruning.pruning_wrappers(pruned)}
+    assert sorted(set(wrapped.values())) == ["Conv2D", "FusedMBConvBlock", "MBConvBlock"]
+    x = _models.images(_models.KERAS_HUB_IMAGE, count=4)
+    pruned.compile(optimizer="adam", loss="mse")
+    pruned.fit(x, np.zeros((4, *pruned.output_shape[1:]), np.float32), batch_size=4, verbose=0)
+    assert all(abs(s - 0.5) < 0.02 for s in pruning.layer_sparsities(pruned).values())
+    stripped = pruning.strip_pruning(pruned)
+    assert [type(layer).__name__ for layer in stripped.layers] == [type(layer).__name__ for layer in model.layers]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(stripped(x)), keras.ops.convert_to_numpy(pruned(x)),
+                               rtol=1e-5, atol=1e-6)
