@@ -224,7 +224,38 @@ def _search_uniform_ratio(graph, scores, options, macs) -> tuple[np.ndarray, dic
             low = middle
         if high - low < 1e-4:
             break
-    return best
+    return _fill(graph, scores, options, macs, target, *best)
+
+
+def _fill(graph, scores, options, macs, target, removed, kept) -> tuple[np.ndarray, dict]:
+    """Spend what the uniform ratio left of the MAC budget: give channels back while the model stays within it.
+
+    One ratio for every group rounds each group's count down on its own, so
+    the model usually lands below the target. Group by group, in turns, the
+    best-scored removed channels (``round_to`` at a time) come back whenever
+    the whole model still fits: the ratios stay within a step of uniform and
+    the budget is used.
+    """
+    removed = set(removed.tolist())
+    waiting = []
+    for group, score in zip(graph.groups, scores):
+        gone = [i for i in np.argsort(-score, kind="stable") if int(group.channels[i]) in removed]
+        waiting.append([int(group.channels[i]) for i in gone])
+    step = options.round_to
+    changed = True
+    while changed:
+        changed = False
+        for group, queue in zip(graph.groups, waiting):
+            if len(queue) < step:
+                continue
+            trial = removed - set(queue[:step])
+            if macs(np.asarray(sorted(trial), dtype=np.int64)) <= target:
+                removed = trial
+                del queue[:step]
+                size, after = kept[group.name]
+                kept[group.name] = (size, after + step)
+                changed = True
+    return np.asarray(sorted(removed), dtype=np.int64), kept
 
 
 def prune_channels(model, ratio=None, *, per_layer=None, target_macs=None, importance="l1", data=None,
