@@ -23,13 +23,16 @@ That is the *steady-state* measure.  The *whole-fit* measure is what a new
 user feels: one ``fit(epochs=10)`` call, compilation included, timed from the
 call to its return, dense and pruned each in a fresh process (so each pays its
 own tracing and compiling, and neither inherits the other's warm caches), over
-``--rounds`` rounds (3) whose order alternates; the ratio is the median of the
+``--rounds`` rounds (5) whose order alternates; the ratio is the median of the
 rounds' pruned/dense ratios.  The pruned fit is tfmot's recipe as written:
 ``callbacks=[UpdatePruningStep()]``, schedule ending at the last step.
 
 Both measures run with ``--threads`` (1) intra-op threads in every backend, so
 that the machine's other load disturbs dense and pruned runs alike rather than
-whichever happened to need more threads at the time.
+whichever happened to need more threads at the time. Beside wall time, each
+fit's CPU time (the process's, all threads) is recorded: on a shared machine
+it is what the wall time would be without the other load, and its ratio
+checks the wall-time one (both go to the README).
 
 Each backend runs in its own subprocess, because ``KERAS_BACKEND`` is fixed once
 Keras is imported.  Prints one line per backend and writes all results as JSON
@@ -130,13 +133,14 @@ def _compiled(model, config: BenchConfig):
     return model
 
 
-def _fit_seconds(model, x, y, config: BenchConfig, callbacks, epochs: int = 1) -> float:
-    start = time.perf_counter()
+def _fit_times(model, x, y, config: BenchConfig, callbacks, epochs: int = 1) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all its threads) of one ``fit`` call."""
+    start, cpu = time.perf_counter(), time.process_time()
     model.fit(
         x, y, epochs=epochs, batch_size=config.batch_size, shuffle=True, verbose=0,
         callbacks=callbacks,
     )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _pruned_model(config: BenchConfig, steps_per_epoch: int, epochs: int):
@@ -161,8 +165,8 @@ def run_whole_fit_worker(config: BenchConfig, variant: str) -> dict:
     else:
         model, callbacks = _build_model(config.seed), []
     _compiled(model, config)
-    seconds = _fit_seconds(model, x, y, config, callbacks, epochs=config.epochs)
-    return {"backend": keras.backend.backend(), "variant": variant, "seconds": seconds,
+    seconds, cpu = _fit_times(model, x, y, config, callbacks, epochs=config.epochs)
+    return {"backend": keras.backend.backend(), "variant": variant, "seconds": seconds, "cpu_seconds": cpu,
             "jit_compile": bool(model.jit_compile)}
 
 
@@ -177,18 +181,20 @@ def run_worker(config: BenchConfig) -> dict:
     dense = _compiled(_build_model(config.seed), config)
     pruned = _compiled(_pruned_model(config, steps_per_epoch, config.warmup_epochs + config.epochs), config)
     pruned_callbacks = [pruning.UpdatePruningStep()]
-    _fit_seconds(dense, x, y, config, [], epochs=config.warmup_epochs)
-    _fit_seconds(pruned, x, y, config, pruned_callbacks, epochs=config.warmup_epochs)
+    _fit_times(dense, x, y, config, [], epochs=config.warmup_epochs)
+    _fit_times(pruned, x, y, config, pruned_callbacks, epochs=config.warmup_epochs)
 
-    dense_epochs, pruned_epochs = [], []
+    dense_times, pruned_times = [], []
     for epoch in range(config.epochs):
         if epoch % 2 == 0:
-            dense_epochs.append(_fit_seconds(dense, x, y, config, []))
-            pruned_epochs.append(_fit_seconds(pruned, x, y, config, pruned_callbacks))
+            dense_times.append(_fit_times(dense, x, y, config, []))
+            pruned_times.append(_fit_times(pruned, x, y, config, pruned_callbacks))
         else:
-            pruned_epochs.append(_fit_seconds(pruned, x, y, config, pruned_callbacks))
-            dense_epochs.append(_fit_seconds(dense, x, y, config, []))
+            pruned_times.append(_fit_times(pruned, x, y, config, pruned_callbacks))
+            dense_times.append(_fit_times(dense, x, y, config, []))
+    dense_epochs, pruned_epochs = [t[0] for t in dense_times], [t[0] for t in pruned_times]
     dense_seconds, pruned_seconds = sum(dense_epochs), sum(pruned_epochs)
+    dense_cpu, pruned_cpu = sum(t[1] for t in dense_times), sum(t[1] for t in pruned_times)
     return {
         "backend": keras.backend.backend(),
         "jit_compile": bool(dense.jit_compile),
@@ -196,6 +202,9 @@ def run_worker(config: BenchConfig) -> dict:
         "dense_seconds": dense_seconds,
         "pruned_seconds": pruned_seconds,
         "ratio": pruned_seconds / dense_seconds,
+        "dense_cpu_seconds": dense_cpu,
+        "pruned_cpu_seconds": pruned_cpu,
+        "cpu_ratio": pruned_cpu / dense_cpu,
         "median_epoch_ratio": statistics.median(
             p / d for p, d in zip(pruned_epochs, dense_epochs)
         ),
@@ -226,17 +235,22 @@ def run_backend(backend: str, config: BenchConfig) -> dict:
 
 def run_whole_fit(backend: str, config: BenchConfig, rounds: int) -> dict:
     """Whole fits, dense and pruned each in a fresh interpreter, ``rounds`` times in alternating order."""
-    dense, pruned = [], []
+    rows = {"dense": [], "pruned": []}
     for index in range(rounds):
         order = ("dense", "pruned") if index % 2 == 0 else ("pruned", "dense")
         for variant in order:
             row = _subprocess(backend, config, "--whole-fit-worker", variant)
             if "error" in row:
                 return row
-            (dense if variant == "dense" else pruned).append(row["seconds"])
-    ratios = [p / d for p, d in zip(pruned, dense)]
-    return {"backend": backend, "dense_fit_seconds": dense, "pruned_fit_seconds": pruned,
-            "round_ratios": ratios, "ratio": statistics.median(ratios)}
+            rows[variant].append(row)
+    ratios = [p["seconds"] / d["seconds"] for p, d in zip(rows["pruned"], rows["dense"])]
+    cpu_ratios = [p["cpu_seconds"] / d["cpu_seconds"] for p, d in zip(rows["pruned"], rows["dense"])]
+    return {"backend": backend, "dense_fit_seconds": [r["seconds"] for r in rows["dense"]],
+            "pruned_fit_seconds": [r["seconds"] for r in rows["pruned"]],
+            "dense_fit_cpu_seconds": [r["cpu_seconds"] for r in rows["dense"]],
+            "pruned_fit_cpu_seconds": [r["cpu_seconds"] for r in rows["pruned"]],
+            "round_ratios": ratios, "ratio": statistics.median(ratios),
+            "cpu_round_ratios": cpu_ratios, "cpu_ratio": statistics.median(cpu_ratios)}
 
 
 def main(argv=None) -> int:
@@ -258,7 +272,7 @@ def main(argv=None) -> int:
                         help="intra-op threads of every backend (default 1)")
     parser.add_argument("--measure", choices=("steady", "whole", "both"), default="both",
                         help="steady state (timed epochs after warm-up), whole fit (compile included), or both")
-    parser.add_argument("--rounds", type=int, default=3, help="whole-fit rounds per backend (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="whole-fit rounds per backend (default 5)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--whole-fit-worker", choices=("dense", "pruned"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -301,9 +315,12 @@ def main(argv=None) -> int:
         })
         if steady:
             result["ratios"] = {row["backend"]: row["ratio"] for row in steady if "error" not in row}
+            result["cpu_ratios"] = {row["backend"]: row["cpu_ratio"] for row in steady if "error" not in row}
             result["results"] = steady
         if whole:
             result["whole_fit_ratios"] = {row["backend"]: row["ratio"] for row in whole if "error" not in row}
+            result["whole_fit_cpu_ratios"] = {row["backend"]: row["cpu_ratio"] for row in whole
+                                              if "error" not in row}
             result["whole_fit"] = whole
         args.out.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if all("error" not in row for row in steady + whole) else 1
@@ -317,11 +334,12 @@ def _report(row: dict, measure: str) -> dict:
     verdict = "ok" if row["ratio"] <= GOAL_RATIO else f"over the {GOAL_RATIO}x goal"
     if measure == "steady state":
         detail = (f"jit_compile={row['jit_compile']!s:<5}  dense {row['dense_seconds']:.2f} s  pruned "
-                  f"{row['pruned_seconds']:.2f} s  (median per epoch {row['median_epoch_ratio']:.2f}x)")
+                  f"{row['pruned_seconds']:.2f} s  (median per epoch {row['median_epoch_ratio']:.2f}x; CPU time "
+                  f"{row['cpu_ratio']:.2f}x)")
     else:
         detail = (f"dense {statistics.median(row['dense_fit_seconds']):.2f} s  pruned "
                   f"{statistics.median(row['pruned_fit_seconds']):.2f} s  (rounds: "
-                  + ", ".join(f"{r:.2f}x" for r in row["round_ratios"]) + ")")
+                  + ", ".join(f"{r:.2f}x" for r in row["round_ratios"]) + f"; CPU time {row['cpu_ratio']:.2f}x)")
     print(f"{backend:<11} {measure:<13} {detail}  ratio {row['ratio']:.2f}x ({verdict}; tfmot on tf_keras: "
           f"{TFMOT_RATIO}x)")
     return row
