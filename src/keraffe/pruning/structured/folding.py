@@ -119,14 +119,23 @@ class _Folding:
             self.calls[record.name] = self.calls.get(record.name, 0) + 1
         self.values: dict[int, np.ndarray] = {}
         self.known: dict[int, np.ndarray] = {}
+        #: Where a removed channel's filter is not zero: its zero-weight value is only a stand-in there.
+        self.live: dict[int, np.ndarray] = {}
         self.biases: dict[str, np.ndarray] = {}
         self.unfolded: list[UnfoldedConstant] = []
 
     def lookup(self, tensor):
+        key = self._key(tensor)
+        return self.values.get(key), self.known.get(key)
+
+    def _key(self, tensor) -> int:
         key = id(tensor)
         while key not in self.values and key in self.graph.aliases:
             key = self.graph.aliases[key]
-        return self.values.get(key), self.known.get(key)
+        return key
+
+    def live_of(self, tensor, width: int) -> np.ndarray:
+        return self.live.get(self._key(tensor), np.zeros(width, dtype=bool))
 
     def gone(self, layout):
         return None if layout is None else np.isin(self.graph.roots[layout], self.removed)
@@ -153,19 +162,28 @@ class _Folding:
         if out_gone is None or not out_gone.any():
             return
         values, known = _emitted(record, replaced or {}, out_gone, self.unfolded)
-        self.values[id(record.outputs[0])] = np.where(out_gone & known, values, 0.0)
-        self.known[id(record.outputs[0])] = out_gone & known
+        out = record.outputs[0]
+        self.values[id(out)] = np.where(out_gone & known, values, 0.0)
+        self.known[id(out)] = out_gone & known
+        self.live[id(out)] = out_gone & _live_units(record, self.graph)
 
     def _channelwise(self, record, inputs) -> None:
         value, ok = inputs[0]
         if value is None or len(record.inputs) != 1:
             return
+        live = self.live_of(record.inputs[0], len(value))
+        if live.any() and keras_class(record.operation, ("BatchNormalization",)):
+            # A removed filter that is not zero: BatchNormalization measured what the channel carries, so
+            # its mean stands in for it (the normalised output is then beta), not the zero-weight value.
+            mean = _to_numpy(record.operation.moving_mean.value)
+            value, live = np.where(live, mean, value), np.zeros_like(live)
         x = _filled(record.inputs[0], value)
         if x is None:
             return
         result, constant = _constant_channels(_call(record, {id(record.inputs[0]): x}))
         out = record.outputs[0]
         self.values[id(out)], self.known[id(out)] = np.where(constant, result, 0.0), ok & constant
+        self.live[id(out)] = live & constant
         _note_lost(record, ok & ~constant & self.gone(record.in_layouts[0]), self.unfolded)
 
     def _merge(self, record, inputs) -> None:
@@ -215,6 +233,16 @@ def _note_lost(record, lost: np.ndarray, unfolded: list) -> None:
         unfolded.append(UnfoldedConstant(
             record.name, int(lost.sum()),
             "a removed channel's constant stops being constant here (padding at the borders)"))
+
+
+def _live_units(record, graph) -> np.ndarray:
+    """Per output position of a Conv/Dense-like source: whether that unit's own weights are not all zero."""
+    layer = record.operation
+    if sources.recurrent_cell(layer) is not None or keras_class(layer, ("Bidirectional", "Embedding")):
+        return np.zeros(len(record.out_layouts[0]), dtype=bool)
+    values = [np.asarray(v) for v in layer.get_weights()]
+    nonzero = sources.unit_scores(layer, values, np.abs) > 0.0
+    return nonzero if len(nonzero) == len(record.out_layouts[0]) else np.zeros(len(record.out_layouts[0]), bool)
 
 
 def _piece(whole: np.ndarray, piece: np.ndarray) -> slice:
