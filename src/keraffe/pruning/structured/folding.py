@@ -13,6 +13,11 @@ over the pixels (zero padding of a non-zero constant, a 'same' 3x3 kernel at
 the borders) stops the folding there. So pruning a channel whose weights are
 all zero leaves the model's outputs unchanged wherever the fold is exact, and
 :class:`FoldResult` lists where it was not.
+
+A removed channel whose filter is not zero has no exact value to keep; where
+it meets a BatchNormalization, the layer's measured mean stands in for it
+(the normalised value is then beta, the channel's average) rather than its
+zero-weight value, which can be far from anything the channel carried.
 """
 
 from __future__ import annotations
