@@ -12,8 +12,6 @@ import pytest
 
 from tests.pruning.structured import _models
 
-pytestmark = pytest.mark.backends
-
 SPLIT_EXPORT = "keras.ops.split (C2f's channel split), which issue 11 adds to Keras -> Caffe"
 
 
@@ -41,6 +39,7 @@ def test_detector_loses_most_macs_and_keeps_its_heads(split):
         assert groups["c3_cv1"] == (16, 8) and groups["c3_cv1:1"] == (16, 8)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("split", [True, False], ids=["C2f", "C3"])
 def test_detector_without_its_silent_channels_computes_the_same(split):
     model, plan = _plan(split)

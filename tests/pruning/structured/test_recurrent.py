@@ -16,8 +16,6 @@ import pytest
 
 from tests.pruning.structured import _models
 
-pytestmark = pytest.mark.backends
-
 KINDS = ["text", "gru_v1", "bidirectional", "time_distributed"]
 
 
@@ -54,6 +52,7 @@ def test_lstm_and_gru_units_are_cut_as_gate_groups():
     assert pruned.get_layer("embed").get_weights()[0].shape == (20, 6)
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("kind", KINDS)
 def test_removing_silent_units_changes_nothing(kind):
     from keraffe.pruning.structured import model_macs, plan_channels
@@ -69,6 +68,7 @@ def test_removing_silent_units_changes_nothing(kind):
     assert _max_rel(model.predict(x, verbose=0), result.model.predict(x, verbose=0)) < 1e-5
 
 
+@pytest.mark.backends
 def test_constants_of_removed_channels_fold_into_the_recurrent_bias():
     """Conv1D channels whose filters are zero still carry BatchNormalization's shift, a constant at every step;
     through the GRU's kernel (reset_after=False) it is a constant per gate, which its bias absorbs exactly."""
