@@ -40,3 +40,11 @@ def test_cli_refuses_zero_epochs(bench, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--epochs", "0"])
     assert "--epochs and --warmup-epochs must be at least 1, received 0" in capsys.readouterr().err
+
+
+def test_whole_fit_worker_times_one_fit_of_each_variant(bench):
+    config = bench.BenchConfig(epochs=1)
+    dense, pruned = (bench.run_whole_fit_worker(config, variant) for variant in ("dense", "pruned"))
+    assert dense["variant"] == "dense" and pruned["variant"] == "pruned"
+    assert dense["seconds"] > 0 and pruned["seconds"] > 0
+    assert dense["backend"] == pruned["backend"] == keras.backend.backend()

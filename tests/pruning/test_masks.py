@@ -170,3 +170,18 @@ def test_rank_uses_round_half_to_keep_like_tfmot():
     assert int(mask.sum()) == round(288 * 0.2)
     assert 1 - mask.mean() >= 0.795
     assert float(1 - mask.mean()) == pytest.approx(230 / 288)
+
+
+@pytest.mark.parametrize("pattern", [SparsityPattern(), SparsityPattern(block_size=(2, 3)),
+                                     SparsityPattern(block_size=(2, 2), block_pooling_type="MAX"),
+                                     SparsityPattern(m_by_n=(2, 4))], ids=["unstructured", "avg", "max", "2:4"])
+def test_numpy_namespace_gives_the_masks_keras_ops_give(pattern):
+    """UpdatePruningStep recomputes masks in NumPy between batches: the same masks the train step computes."""
+    from keraffe.pruning.masks import NUMPY
+
+    weights = random_weights((3, 3, 8, 10))
+    old = (random_weights((3, 3, 8, 10), seed=1) > -1.0).astype("float32")
+    in_ops = mask_of(update_mask, weights, keras.ops.convert_to_tensor(old), 0.6, -2, -1, pattern)
+    in_numpy = update_mask(weights, old, 0.6, -2, -1, pattern, NUMPY)
+    assert isinstance(in_numpy, np.ndarray)
+    np.testing.assert_array_equal(in_numpy, in_ops)

@@ -167,3 +167,22 @@ def test_custom_layer_protocol_errors_name_the_layer():
     wrapper = pruning.PruneLowMagnitude(BadAxes(4, name="bad"))
     with pytest.raises(PruningError, match=r"layer 'bad' must return one .* \(1\), received 2"):
         wrapper.build((None, 8))
+
+
+def test_fits_with_and_without_the_callback_prune_alike_and_compile_each_step_once():
+    """With UpdatePruningStep the callback drives the masks and the step only applies them; without it the step
+    prunes by itself. Steps count on across fits, and each mode's compiled step is kept, not retraced."""
+    x, y = random_classification(samples=48)
+    schedule = pruning.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=8, frequency=1)
+    model = compile_for_test(pruning.prune_low_magnitude(small_conv_model(), pruning_schedule=schedule))
+    steps, functions = [], []
+    for callbacks in ([pruning.UpdatePruningStep()], [], [pruning.UpdatePruningStep()]):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
+        steps.append([w.current_step() for w in pruning.pruning_wrappers(model)])
+        functions.append(model._keraffe_train_functions[True])
+        if len(steps) == 2:
+            assert pruning.layer_sparsities(model)["dense"] == pytest.approx(schedule.sparsity_at(5), abs=1e-3)
+    assert steps == [[2, 2], [5, 5], [8, 8]]
+    assert functions[0] is functions[2]
+    assert pruning.layer_sparsities(model)["dense"] == pytest.approx(0.6, abs=1e-3)
+    assert not any(w.driven_by_callback for w in pruning.pruning_wrappers(model))

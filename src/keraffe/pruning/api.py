@@ -28,9 +28,21 @@ def _copy_layer(layer, weights=None):
     build_config = layer.get_build_config() if layer.built else None
     if build_config:
         copy.build_from_config(build_config)
+        if len(copy.weights) != len(layer.weights):
+            _build_by_calling(copy, build_config)
     if copy.built:
         copy.set_weights(layer.get_weights() if weights is None else weights)
     return copy
+
+
+def _build_by_calling(layer, build_config) -> None:
+    """Create a composite layer's weights: some (keras_hub's blocks) make their sublayers' only when called."""
+    shapes = build_config.get("input_shape")
+    if shapes is None:
+        return
+    single = not (isinstance(shapes, (list, tuple)) and shapes and isinstance(shapes[0], (list, tuple)))
+    tensors = [keras.KerasTensor(tuple(shape)) for shape in ([shapes] if single else shapes)]
+    layer(tensors[0] if single else tensors)
 
 
 def _clone_uncompiled(model, clone_function):

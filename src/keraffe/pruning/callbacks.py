@@ -33,23 +33,109 @@ def _sync_jax_state(model) -> None:
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
-    """Kept from tfmot so training code migrates unchanged; here it only checks the model.
+    """Counts the training steps and updates the masks on pruning steps, between batches (tfmot's callback).
 
-    tfmot's callback writes the optimizer step into every wrapper before each
-    batch.  keraffe advances the step inside the compiled train step instead,
-    which costs nothing per batch and also works where a callback cannot reach the
-    variables between batches (the JAX trainer keeps them in its own state).  So
-    pruning proceeds with or without this callback; with it, ``fit`` fails fast
-    when the model has nothing to prune, which is usually a forgotten
-    ``prune_low_magnitude``.
+    While it is in a ``fit``, the compiled train step of the pruned model only
+    applies the masks, so it compiles and runs about as fast as the dense
+    model's: the step count lives in Python here, and on a pruning step the
+    masks are recomputed eagerly before the batch (on JAX, after syncing the
+    trainer's state into the variables, which the trainer then reads back).
+    ``pruning_step`` is written on pruning steps and at the end of every epoch,
+    so a model saved then resumes where it stopped.
+
+    Pruning also proceeds without this callback: the train step then counts and
+    prunes by itself (see :mod:`keraffe.pruning.wrapper`), at the price of a
+    bigger step to compile.  Each mode keeps its own compiled train step, so
+    alternating fits with and without the callback compile each once.  With it,
+    ``fit`` also fails fast when the model has nothing to prune, which is
+    usually a forgotten ``prune_low_magnitude``.
     """
 
+    def __init__(self):
+        super().__init__()
+        self._wrappers = []
+        self._steps = []
+
     def on_train_begin(self, logs=None):
-        if not pruning_wrappers(self.model):
+        wrappers = pruning_wrappers(self.model)
+        if not wrappers:
             raise PruningError(
                 f"UpdatePruningStep was given model '{self.model.name}', which has no "
                 "PruneLowMagnitude layers; call prune_low_magnitude on it before fit."
             )
+        _sync_jax_state(self.model)
+        self._wrappers = wrappers
+        self._steps = [wrapper.current_step() for wrapper in wrappers]
+        _switch_train_function(self.model, wrappers, driven=True)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        synced = False
+        for index, wrapper in enumerate(self._wrappers):
+            self._steps[index] += 1
+            should_prune, _ = wrapper.pruning_schedule(self._steps[index])
+            if not bool(ops_to_bool(should_prune)):
+                continue
+            if not synced:
+                _sync_jax_state(self.model)
+                synced = True
+            wrapper.prune_at(self._steps[index])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._write_steps()
+
+    def on_train_end(self, logs=None):
+        self._write_steps()
+        _switch_train_function(self.model, self._wrappers, driven=False)
+
+    def _write_steps(self) -> None:
+        _sync_jax_state(self.model)
+        for wrapper, step in zip(self._wrappers, self._steps):
+            wrapper.pruning_step.assign(step)
+
+
+def ops_to_bool(value) -> bool:
+    return bool(value) if isinstance(value, bool) else bool(keras.ops.convert_to_numpy(value))
+
+
+def _switch_train_function(model, wrappers, driven: bool) -> None:
+    """Put the wrappers in callback-driven mode (or back) with the train step compiled for that mode.
+
+    Keras keeps one compiled train step per model across fits; the two modes
+    trace different steps, so each is kept and restored rather than retraced
+    (``compile`` makes a new step, which starts the cache afresh).
+    """
+    if all(wrapper.driven_by_callback == driven for wrapper in wrappers):
+        return
+    cache = getattr(model, "_keraffe_train_functions", None)
+    current = getattr(model, "train_function", None)
+    if cache is None or cache.get(not driven) is not current:
+        cache = {not driven: current}
+    for wrapper in wrappers:
+        wrapper.driven_by_callback = driven
+    if cache.get(driven) is not None:
+        model.train_function = cache[driven]
+    elif current is not None:
+        _remake_train_function(model)
+    cache[driven] = getattr(model, "train_function", None)
+    model._keraffe_train_functions = cache
+
+
+def _remake_train_function(model) -> None:
+    """A new compiled train step, traced afresh on its first call.
+
+    JAX caches traces by the function it jits, and Keras jits the bound method
+    ``model.train_step``, equal for every remake: a distinct function object
+    makes JAX trace the step again for the new mode.
+    """
+    if keras.backend.backend() != "jax":
+        model.make_train_function(force=True)
+        return
+    method = type(model).train_step
+    model.train_step = lambda state, data: method(model, state, data)
+    try:
+        model.make_train_function(force=True)
+    finally:
+        del model.train_step
 
 
 class PruningSummaries(keras.callbacks.Callback):

@@ -6,6 +6,12 @@ blocks, group length) are static; the sparsity may be a traced scalar, so the
 number of weights to prune is computed as a tensor and applied by ranking rather
 than by slicing (JAX cannot slice to a traced length).
 
+Each function takes ``xp``, the array namespace: ``keras.ops`` (the default),
+inside compiled train steps, or :data:`NUMPY`, for masks recomputed between
+batches by :class:`~keraffe.pruning.UpdatePruningStep`, where NumPy needs no
+compilation at all (JAX compiles every eager op on first use, which cost more
+than the pruning it serves).
+
 Every weight tensor is seen through its *channel plane*: the input-channel axis
 and the output-channel axis that :mod:`keraffe.pruning.prunable` names for each
 layer type.  Blocks span ``block_size = (along input channels, along output
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 
 import numpy as np
 from keras import ops
@@ -26,6 +33,7 @@ from keras import ops
 from keraffe.errors import PruningError
 
 __all__ = [
+    "NUMPY",
     "SparsityPattern",
     "magnitude_mask",
     "m_by_n_mask",
@@ -33,6 +41,24 @@ __all__ = [
 ]
 
 BLOCK_POOLING_TYPES = ("AVG", "MAX")
+
+
+def _scatter_update(inputs, indices, updates):
+    out = np.array(inputs, copy=True)
+    out[tuple(np.asarray(indices).T)] = updates
+    return out
+
+
+#: NumPy under the names of the keras.ops functions this module uses.
+NUMPY = types.SimpleNamespace(
+    **{name: getattr(np, name) for name in ("abs", "reshape", "round", "maximum", "greater_equal", "arange",
+                                            "zeros", "expand_dims", "moveaxis", "pad", "max", "sum", "repeat",
+                                            "squeeze")},
+    argsort=lambda x, axis=-1: np.argsort(x, axis=axis, kind="stable"),
+    cast=lambda x, dtype: np.asarray(x).astype(dtype),
+    convert_to_tensor=lambda x, dtype=None: np.asarray(x, dtype=dtype),
+    scatter_update=_scatter_update,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +148,7 @@ def _normalize_axis(axis: int, rank: int) -> int:
     return axis % rank
 
 
-def _rank_mask(scores, sparsity):
+def _rank_mask(scores, sparsity, xp=ops):
     """1 for all but the ``round(size * sparsity)`` smallest scores, 0 for those.
 
     Ranking (sort, then scatter the keep flags back) prunes exactly the requested
@@ -131,19 +157,19 @@ def _rank_mask(scores, sparsity):
     """
     shape = tuple(scores.shape)
     size = math.prod(shape)
-    flat = ops.reshape(scores, (size,))
-    keep = ops.round(float(size) * (1.0 - ops.cast(sparsity, "float32")))
-    keep = ops.maximum(ops.cast(keep, "int32"), 1)
+    flat = xp.reshape(scores, (size,))
+    keep = xp.round(float(size) * (1.0 - xp.cast(sparsity, "float32")))
+    keep = xp.maximum(xp.cast(keep, "int32"), 1)
     prune_count = size - keep
-    order = ops.argsort(flat)
-    keep_in_sorted_order = ops.cast(
-        ops.greater_equal(ops.arange(size, dtype="int32"), prune_count), scores.dtype
+    order = xp.argsort(flat)
+    keep_in_sorted_order = xp.cast(
+        xp.greater_equal(xp.arange(size, dtype="int32"), prune_count), scores.dtype
     )
-    # scatter_update, not scatter: PyTorch's ops.scatter loops in Python per element.
-    mask = ops.scatter_update(
-        ops.zeros((size,), dtype=scores.dtype), ops.expand_dims(order, -1), keep_in_sorted_order
+    # scatter_update, not scatter: PyTorch's xp.scatter loops in Python per element.
+    mask = xp.scatter_update(
+        xp.zeros((size,), dtype=scores.dtype), xp.expand_dims(order, -1), keep_in_sorted_order
     )
-    return ops.reshape(mask, shape)
+    return xp.reshape(mask, shape)
 
 
 def _block_counts(length: int, block: int) -> np.ndarray:
@@ -154,7 +180,7 @@ def _block_counts(length: int, block: int) -> np.ndarray:
     return counts
 
 
-def magnitude_mask(weights, sparsity, input_axis=-2, output_axis=-1, pattern=None):
+def magnitude_mask(weights, sparsity, input_axis=-2, output_axis=-1, pattern=None, xp=ops):
     """Mask that zeros the ``sparsity`` fraction of smallest-magnitude weights or blocks.
 
     Blocks are pooled over ``pattern.block_size`` in the channel plane; partial
@@ -162,40 +188,40 @@ def magnitude_mask(weights, sparsity, input_axis=-2, output_axis=-1, pattern=Non
     so an edge block is not pruned just for being small.
     """
     pattern = pattern or SparsityPattern()
-    magnitudes = ops.abs(weights)
+    magnitudes = xp.abs(weights)
     if pattern.block_size == (1, 1):
-        return ops.cast(_rank_mask(magnitudes, sparsity), weights.dtype)
+        return xp.cast(_rank_mask(magnitudes, sparsity, xp), weights.dtype)
 
     rank = len(weights.shape)
     if rank == 1:
-        plane = ops.expand_dims(magnitudes, -1)
+        plane = xp.expand_dims(magnitudes, -1)
     else:
         in_axis, out_axis = _normalize_axis(input_axis, rank), _normalize_axis(output_axis, rank)
-        plane = ops.moveaxis(magnitudes, (in_axis, out_axis), (-2, -1))
+        plane = xp.moveaxis(magnitudes, (in_axis, out_axis), (-2, -1))
     lead = tuple(plane.shape[:-2])
     rows, cols = plane.shape[-2], plane.shape[-1]
     block_rows, block_cols = pattern.block_size
     pad_rows, pad_cols = (-rows) % block_rows, (-cols) % block_cols
     if pad_rows or pad_cols:
-        plane = ops.pad(plane, [(0, 0)] * len(lead) + [(0, pad_rows), (0, pad_cols)])
+        plane = xp.pad(plane, [(0, 0)] * len(lead) + [(0, pad_rows), (0, pad_cols)])
     row_blocks, col_blocks = (rows + pad_rows) // block_rows, (cols + pad_cols) // block_cols
-    blocked = ops.reshape(plane, lead + (row_blocks, block_rows, col_blocks, block_cols))
+    blocked = xp.reshape(plane, lead + (row_blocks, block_rows, col_blocks, block_cols))
     if pattern.block_pooling_type == "MAX":
-        scores = ops.max(blocked, axis=(-3, -1))
+        scores = xp.max(blocked, axis=(-3, -1))
     else:
         counts = np.outer(_block_counts(rows, block_rows), _block_counts(cols, block_cols))
-        scores = ops.sum(blocked, axis=(-3, -1)) / ops.convert_to_tensor(counts, plane.dtype)
-    block_mask = _rank_mask(scores, sparsity)
-    mask = ops.repeat(ops.repeat(block_mask, block_rows, axis=-2), block_cols, axis=-1)
+        scores = xp.sum(blocked, axis=(-3, -1)) / xp.convert_to_tensor(counts, plane.dtype)
+    block_mask = _rank_mask(scores, sparsity, xp)
+    mask = xp.repeat(xp.repeat(block_mask, block_rows, axis=-2), block_cols, axis=-1)
     mask = mask[..., :rows, :cols]
     if rank == 1:
-        mask = ops.squeeze(mask, -1)
+        mask = xp.squeeze(mask, -1)
     else:
-        mask = ops.moveaxis(mask, (-2, -1), (in_axis, out_axis))
-    return ops.cast(mask, weights.dtype)
+        mask = xp.moveaxis(mask, (-2, -1), (in_axis, out_axis))
+    return xp.cast(mask, weights.dtype)
 
 
-def m_by_n_mask(weights, m_by_n=(2, 4), input_axis=-2):
+def m_by_n_mask(weights, m_by_n=(2, 4), input_axis=-2, xp=ops):
     """Mask with exactly m zeros in every n consecutive weights along ``input_axis``.
 
     The zeros go to the m smallest magnitudes of each group.  The axis length must
@@ -210,17 +236,17 @@ def m_by_n_mask(weights, m_by_n=(2, 4), input_axis=-2):
             f"sparsity_m_by_n={tuple(m_by_n)} needs axis {input_axis} of shape "
             f"{tuple(weights.shape)} to be a multiple of {group}, but it has length {length}."
         )
-    moved = ops.moveaxis(ops.abs(weights), axis, -1)
+    moved = xp.moveaxis(xp.abs(weights), axis, -1)
     moved_shape = tuple(moved.shape)
-    groups = ops.reshape(moved, moved_shape[:-1] + (length // group, group))
-    order = ops.argsort(groups, axis=-1)
-    rank_in_group = ops.argsort(order, axis=-1)
-    mask = ops.cast(ops.greater_equal(rank_in_group, zeros_per_group), weights.dtype)
-    mask = ops.reshape(mask, moved_shape)
-    return ops.moveaxis(mask, -1, axis)
+    groups = xp.reshape(moved, moved_shape[:-1] + (length // group, group))
+    order = xp.argsort(groups, axis=-1)
+    rank_in_group = xp.argsort(order, axis=-1)
+    mask = xp.cast(xp.greater_equal(rank_in_group, zeros_per_group), weights.dtype)
+    mask = xp.reshape(mask, moved_shape)
+    return xp.moveaxis(mask, -1, axis)
 
 
-def update_mask(weights, old_mask, sparsity, input_axis, output_axis, pattern):
+def update_mask(weights, old_mask, sparsity, input_axis, output_axis, pattern, xp=ops):
     """The next mask: rank the weights as the network sees them, and never revive one.
 
     Scoring ``weights * old_mask`` ranks pruned weights as zeros, so a rising
@@ -230,7 +256,7 @@ def update_mask(weights, old_mask, sparsity, input_axis, output_axis, pattern):
     """
     effective = weights * old_mask
     if pattern.m_by_n is not None:
-        new_mask = m_by_n_mask(effective, pattern.m_by_n, input_axis)
+        new_mask = m_by_n_mask(effective, pattern.m_by_n, input_axis, xp)
     else:
-        new_mask = magnitude_mask(effective, sparsity, input_axis, output_axis, pattern)
+        new_mask = magnitude_mask(effective, sparsity, input_axis, output_axis, pattern, xp)
     return new_mask * old_mask

@@ -35,7 +35,17 @@ Embedding is treated as what it computes, ``one_hot(ids) @ table``, i.e. like a
 Dense kernel with the vocabulary as input channels, so ``block_size`` means the
 same ``(rows, cols)`` as in tfmot.  A depthwise kernel reduces over its taps,
 not its channels, so m:n there gives a regular storage pattern rather than a
-tensor-core speed-up.
+tensor-core speed-up.  Recurrent cells (LSTMCell, GRUCell, SimpleRNNCell) hold
+a kernel ``(in, gates * units)`` and a recurrent kernel ``(units, gates * units)``,
+both pruned like Dense kernels.
+
+A layer with no rule of its own is pruned through the layers it holds: an
+LSTM, GRU or ``RNN(cell)`` through its cell (``StackedRNNCells`` through each
+cell), ``Bidirectional`` through both directions, ``TimeDistributed`` through
+its layer, and a composite layer (a user's or keras_hub's block built from
+other layers) through every prunable layer inside it, at any depth.  The
+pruning wrapper then wraps the whole layer and masks the weights inside it,
+so the layer's own ``call`` runs unchanged.
 """
 
 from __future__ import annotations
@@ -115,6 +125,9 @@ _RULES: dict[type, tuple[WeightRule, ...]] = {
         WeightRule(("pointwise_kernel",), input_axis=-2, output_axis=-1),
     ),
     keras.layers.Embedding: (WeightRule(("_embeddings", "embeddings"), input_axis=0, output_axis=1),),
+    keras.layers.LSTMCell: (_KERNEL, WeightRule(("recurrent_kernel",), input_axis=-2, output_axis=-1)),
+    keras.layers.GRUCell: (_KERNEL, WeightRule(("recurrent_kernel",), input_axis=-2, output_axis=-1)),
+    keras.layers.SimpleRNNCell: (_KERNEL, WeightRule(("recurrent_kernel",), input_axis=-2, output_axis=-1)),
 }
 
 
@@ -145,16 +158,23 @@ def _has_protocol(layer) -> bool:
     return callable(getattr(layer, "get_prunable_weights", None))
 
 
-def why_not_prunable(layer) -> str | None:
-    """Why ``layer`` passes through unpruned, or None when it can be pruned.
+def _sublayers(layer) -> list:
+    """The layers a layer holds directly (a cell, both directions, a block's layers), in tracking order.
 
-    Quantized and LoRA layers are left alone: their effective kernel is not the
-    variable the mask would act on.
+    Once the layer is built, sublayers it never built (keras_hub's blocks make
+    squeeze-excite convs they do not use) are not part of it.
     """
-    if not isinstance(layer, keras.layers.Layer):
-        return f"{type(layer).__name__} is not a Keras layer"
-    if isinstance(layer, keras.Model):
-        return "a nested model; its own layers are pruned one by one"
+    inner = layer._flatten_layers(include_self=False, recursive=False)
+    return [sub for sub in inner if sub.built or not layer.built]
+
+
+def _is_bare_cell(layer) -> bool:
+    """A recurrent cell used on its own: the RNN layer that runs it over a sequence is what gets wrapped."""
+    return hasattr(layer, "state_size") and not isinstance(layer, keras.layers.RNN)
+
+
+def _own_reason(layer) -> str | None:
+    """Why a layer cannot be pruned by a rule or protocol of its own (None: it can)."""
     policy = getattr(layer, "dtype_policy", None)
     if getattr(policy, "quantization_mode", None) is not None:
         return f"quantized ({policy.quantization_mode}); prune before quantizing"
@@ -163,6 +183,33 @@ def why_not_prunable(layer) -> str | None:
     if _has_protocol(layer) or _rules_for(layer) is not None:
         return None
     return f"no pruning rule for {type(layer).__name__}"
+
+
+def _reason(layer) -> str | None:
+    if isinstance(layer, keras.Model):
+        return "a nested model; its own layers are pruned one by one"
+    reason = _own_reason(layer)
+    if reason is None or reason.startswith(("quantized", "LoRA")):
+        return reason
+    inner = _sublayers(layer)
+    if inner and any(_reason(sub) is None for sub in inner):
+        return None
+    return reason
+
+
+def why_not_prunable(layer) -> str | None:
+    """Why ``layer`` passes through unpruned, or None when it can be pruned.
+
+    Quantized and LoRA layers are left alone: their effective kernel is not the
+    variable the mask would act on.  A layer with no rule of its own is
+    prunable when a layer inside it is (see the module docstring).
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        return f"{type(layer).__name__} is not a Keras layer"
+    if _is_bare_cell(layer) and _reason(layer) is None:
+        return ("a recurrent cell is pruned through the layer that runs it: wrap keras.layers.RNN(cell) "
+                "(or the LSTM, GRU or SimpleRNN layer) instead")
+    return _reason(layer)
 
 
 def _check_variable(layer, variable, where: str) -> None:
@@ -211,6 +258,23 @@ def prunable_weights(layer) -> list[PrunableWeight]:
     reason = why_not_prunable(layer)
     if reason is not None:
         raise PruningError(f"Layer '{getattr(layer, 'name', layer)}' cannot be pruned: {reason}.")
+    return _collect(layer, set())
+
+
+def _collect(layer, seen: set) -> list[PrunableWeight]:
+    """The layer's own prunable weights, or those of the layers inside it; each variable once."""
+    if _own_reason(layer) is not None:
+        found = []
+        for sub in _sublayers(layer):
+            if not isinstance(sub, keras.Model) and _reason(sub) is None:
+                found += _collect(sub, seen)
+        return found
+    found = [w for w in _own_weights(layer) if id(w.variable) not in seen]
+    seen.update(id(w.variable) for w in found)
+    return found
+
+
+def _own_weights(layer) -> list[PrunableWeight]:
     if _has_protocol(layer):
         variables = list(layer.get_prunable_weights())
         for index, variable in enumerate(variables):

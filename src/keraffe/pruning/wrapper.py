@@ -10,12 +10,19 @@ pruned weight is zero and nothing the optimizer does can bring a pruned weight
 back into the network (tfmot instead assigns ``weight * mask`` to the variable,
 which the next optimizer step can undo until the next assignment).
 
-Masks change only on pruning steps.  The step counter and the mask update live in
-the training forward pass (``training=True``), so they are part of the compiled
-train step on every backend: ``ops.cond`` picks between recomputing the masks and
-keeping them, and both results are written with ``Variable.assign``, which Keras
-turns into in-place updates on TensorFlow and PyTorch and into returned state on
-JAX.  The per-step cost outside pruning steps is the multiply and a few scalar ops.
+Masks change only on pruning steps, and who changes them depends on the fit:
+
+* With :class:`~keraffe.pruning.UpdatePruningStep` among the callbacks (tfmot's
+  recipe), the callback counts the steps and, on a pruning step, recomputes the
+  masks between two batches.  The compiled train step then holds nothing but the
+  multiply, so it compiles about as fast as the dense model's and runs as fast:
+  compiling the mask update into the step cost JAX more time than the rest of a
+  10-epoch fit's pruning overhead.
+* Without it, the step counter and the mask update live in the training forward
+  pass (``training=True``), part of the compiled train step on every backend:
+  ``ops.cond`` picks between recomputing the masks and keeping them, and both
+  results are written with ``Variable.assign`` (in-place updates on TensorFlow and
+  PyTorch, returned state on JAX), so pruning proceeds with no callback at all.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from keras import ops
 
 from keraffe.errors import PruningError
 from keraffe.pruning import prunable as prunable_lib
-from keraffe.pruning.masks import SparsityPattern, update_mask
+from keraffe.pruning.masks import NUMPY, SparsityPattern, update_mask
 from keraffe.pruning.schedules import ConstantSparsity, PruningSchedule
 
 __all__ = ["PruneLowMagnitude"]
@@ -122,6 +129,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.supports_masking = layer.supports_masking
         self._targets = []
         self._masks = []
+        #: True while UpdatePruningStep drives the masks from outside the train step (see the module docstring).
+        self.driven_by_callback = False
 
     # tfmot's attribute names, for code that reads them.
     @property
@@ -176,9 +185,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self.built = True
 
-    def _recompute_masks(self, weights, current_masks, sparsity):
+    def _recompute_masks(self, weights, current_masks, sparsity, xp=ops):
         return [
-            update_mask(weight, mask, sparsity, target.input_axis, target.output_axis, self.pattern)
+            update_mask(weight, mask, sparsity, target.input_axis, target.output_axis, self.pattern, xp)
             for target, weight, mask in zip(self._targets, weights, current_masks)
         ]
 
@@ -209,9 +218,27 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             variable.assign(value)
         return list(new_masks)
 
+    def prune_at(self, step: int) -> bool:
+        """Recompute the masks between batches if ``step`` is a pruning step; returns whether it was.
+
+        Called by UpdatePruningStep with the step it counts; the computation the
+        train step runs when no callback drives the masks, done in NumPy (see
+        :mod:`keraffe.pruning.masks`).
+        """
+        should_prune, sparsity = self.pruning_schedule(step)
+        if not bool(ops.convert_to_numpy(should_prune)) or not self._targets:
+            return False
+        weights = [ops.convert_to_numpy(target.variable.value) for target in self._targets]
+        current = [ops.convert_to_numpy(mask.value) for mask in self._masks]
+        sparsity = float(ops.convert_to_numpy(sparsity))
+        for variable, value in zip(self._masks, self._recompute_masks(weights, current, sparsity, NUMPY)):
+            variable.assign(value)
+        self.pruning_step.assign(step)
+        return True
+
     def call(self, inputs, training=None, **kwargs):
         current_masks = [mask.value for mask in self._masks]
-        if training is True:
+        if training is True and not self.driven_by_callback:
             current_masks = self._advance_step(current_masks)
         substitutes = {
             id(target.variable): target.variable.value * ops.cast(mask, target.variable.value.dtype)

@@ -73,3 +73,46 @@ def test_prune_cli_mistakes(tmp_path):
         run_prune([tmp_path / "dense.keras", "-o", tmp_path / "s.keras", "--ratio", "2"])
     with pytest.raises(KeraffeError, match="also an input"):
         run_prune([tmp_path / "dense.keras", "-o", tmp_path / "dense.keras", "--ratio", "0.5"])
+
+
+@pytest.mark.pycaffe
+def test_prune_zoo_ssd_through_keras_and_back(zoo, tmp_path, capsys):
+    """MobileNet-SSD (seeded weights): the backbone and the extra layers lose half their channels; the heads
+    keep theirs (DetectionOutput reads them as priors x 4 and priors x classes), PriorBox only reads its
+    feature map's size, so the priors come out bit-identical, and real Caffe runs the pruned export as the
+    pruned Keras model computes it."""
+    from keraffe.caffe.caffemodel import write_caffemodel
+    from keraffe.caffe.net import load_net
+    from keraffe.caffe.prototxt import Dialect, write_prototxt
+    from keraffe.caffe.seeded import attach_seeded_weights
+    from keraffe.verify.caffe_runtime import run_pycaffe
+
+    net = attach_seeded_weights(load_net(zoo / "mobilenet_ssd" / "deploy.prototxt"), seed=0)
+    parameter = net.to_net_parameter()
+    detection = next(layer for layer in parameter.layer if layer.type == "DetectionOutput")
+    detection.detection_output_param.confidence_threshold = 0.05  # random weights score low: keep boxes to compare
+    dense = tmp_path / "dense.prototxt"
+    write_prototxt(dense, parameter, Dialect.FORK)
+    write_caffemodel(dense.with_suffix(".caffemodel"), parameter, net.weight_arrays())
+    small = tmp_path / "small.prototxt"
+    assert run_prune([dense, "--weights", dense.with_suffix(".caffemodel"), "-o", small, "--ratio", "0.5",
+                      "--target", "opencv", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "verify (caffe): largest relative error" in out and out.rstrip().endswith("ok")
+    assert "detection_out: SSD's DetectionOutput reads its inputs as priors x 4" in out
+    macs = [line for line in out.splitlines() if "channel groups pruned" in line][0]
+    before, after = (int(v.replace(",", "")) for v in macs.split("MACs ")[1].split(" (")[0].split(" -> "))
+    assert after < 0.35 * before
+
+    net, pruned = load_net(dense, dense.with_suffix(".caffemodel")), load_net(small, small.with_suffix(".caffemodel"))
+    outputs = lambda n: {node.name: node.weights[0].shape[0] for node in n.layers  # noqa: E731
+                         if node.type == "Convolution" and node.weights}
+    dense_out, small_out = outputs(net), outputs(pruned)
+    heads = [name for name in dense_out if "_mbox_" in name]
+    assert len(heads) == 12 and all(small_out[name] == dense_out[name] for name in heads)
+    assert small_out["conv13"] == dense_out["conv13"] // 2 and small_out["conv17_2"] == dense_out["conv17_2"] // 2
+    image = np.random.default_rng(0).normal(size=(1, 3, 300, 300)).astype(np.float32)
+    a = run_pycaffe(dense, dense.with_suffix(".caffemodel"), {"data": image}, ["mbox_priorbox", "detection_out"])
+    b = run_pycaffe(small, small.with_suffix(".caffemodel"), {"data": image}, ["mbox_priorbox", "detection_out"])
+    assert np.array_equal(a["mbox_priorbox"], b["mbox_priorbox"])
+    assert b["detection_out"].shape[2] > 1, "the pruned net should still detect something"

@@ -44,3 +44,23 @@ def test_sensitivity_mistakes():
         sensitivity(model, data, groups=["logits"])
     with pytest.raises(PruningError, match="`ratio` must be a number"):
         sensitivity(model, data, ratios=(0.5, 1.2))
+
+
+def test_macs_sweep_measures_each_budget_fine_tunes_and_plots(tmp_path):
+    from keraffe.pruning.structured import macs_sweep
+
+    model = _models.residual_concat_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 10, 10, 3)).astype(np.float32)
+    y = np.argmax(np.asarray(model.predict(x, verbose=0)), axis=-1)
+    tuned = []
+    result = macs_sweep(model, (x, y), budgets=(0.6, 0.3), fine_tune=tuned.append, plot=tmp_path / "sweep.png")
+    assert result.dense_score == 100.0 and len(tuned) == 2
+    assert [p.budget for p in result.points] == [0.6, 0.3]
+    assert all(p.macs <= b * result.macs_before for p, b in zip(result.points, (0.6, 0.3)))
+    assert result.points[0].macs > result.points[1].macs
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result.plot(tmp_path / "beside.png", others={"another pruner": [(result.macs_before * 0.5, 90.0)]})
+    assert (tmp_path / "beside.png").stat().st_size > 1000
+    with pytest.raises(PruningError, match="`budgets` is empty"):
+        macs_sweep(model, (x, y), budgets=())

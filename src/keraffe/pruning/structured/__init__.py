@@ -10,6 +10,7 @@ Four questions, four places (as in Torch-Pruning):
 * how much to cut, and when — :mod:`.algorithms` (one shot),
   :mod:`.gradual` (during ``fit``), :mod:`.sensitivity` (per-layer ratios).
 
+:mod:`.sensitivity` also sweeps MAC budgets (accuracy against MACs, with a plot).
 :mod:`.report` measures the result: parameters, MACs, file sizes and OpenCV
 DNN latency of the Caffe export. See docs/structured_pruning.md.
 """
@@ -22,7 +23,7 @@ from keraffe.pruning.structured.importance import Taylor
 from keraffe.pruning.structured.options import ChannelPruningOptions
 from keraffe.pruning.structured.rebuild import copy_model
 from keraffe.pruning.structured.report import ModelMeasurements, StructuredReport, structured_report
-from keraffe.pruning.structured.sensitivity import SensitivityResult, sensitivity
+from keraffe.pruning.structured.sensitivity import SensitivityResult, SweepPoint, SweepResult, macs_sweep, sensitivity
 from keraffe.pruning.structured.shrink import model_macs
 
 __all__ = [
@@ -36,9 +37,12 @@ __all__ = [
     "PruneResult",
     "SensitivityResult",
     "StructuredReport",
+    "SweepPoint",
+    "SweepResult",
     "Taylor",
     "UnfoldedConstant",
     "copy_model",
+    "macs_sweep",
     "model_macs",
     "plan_channels",
     "prune_channels",

@@ -24,7 +24,8 @@ import numpy as np
 
 from keraffe.errors import PruningError
 from keraffe.pruning.structured.algorithms import ChannelPlan, _MacCounter, _select
-from keraffe.pruning.structured.dependency import _CONV_TRANSPOSE, _SEPARABLE, ChannelGraph
+from keraffe.pruning.structured import sources
+from keraffe.pruning.structured.dependency import ChannelGraph
 from keraffe.pruning.structured.importance import score_groups
 from keraffe.pruning.structured.options import ChannelPruningOptions
 
@@ -113,11 +114,12 @@ class GradualChannelPruning(keras.callbacks.Callback):
         removed = set(self.removed.tolist())
         for group in self.graph.groups:
             kept[group.name] = (len(group), int(sum(1 for r in group.channels.tolist() if r not in removed)))
-        self.plan = ChannelPlan(self.graph, self.options, self.removed, kept, counter.full, counter(self.removed))
+        self.plan = ChannelPlan(self.graph, self.options, self.removed, kept, counter.full, counter(self.removed),
+                                counter.unprunable())
         self.pruned_model = self.plan.apply().model
 
     def _build_masks(self):
-        """(variable, mask) pairs: 0 along the output axis of every masked filter of every source layer."""
+        """(variable, mask) pairs zeroing every masked unit's own weights in every source layer of its group."""
         removed = set(self.removed.tolist())
         masks = []
         for group in self.graph.groups:
@@ -126,21 +128,12 @@ class GradualChannelPruning(keras.callbacks.Callback):
                 continue
             for name in group.sources:
                 layer = self.graph.layers[name]
-                filters = group.filters[name][gone]
-                filters = filters[filters >= 0]
-                kind = type(layer).__name__
-                for variable in layer.weights:
-                    if variable.name not in ("kernel", "pointwise_kernel", "bias"):
-                        continue
-                    if kind in _SEPARABLE and variable.name == "kernel":
-                        continue
-                    shape = tuple(variable.shape)
-                    axis = len(shape) - 2 if kind in _CONV_TRANSPOSE and variable.name == "kernel" else len(shape) - 1
-                    mask = np.ones(shape[axis], dtype=variable.dtype)
-                    mask[filters] = 0
-                    broadcast = [1] * len(shape)
-                    broadcast[axis] = shape[axis]
-                    masks.append((variable, mask.reshape(broadcast)))
+                units = group.filters[name][gone]
+                masked = np.zeros(sources.unit_count(layer), dtype=bool)
+                masked[units[units >= 0]] = True
+                for position, mask in sources.unit_masks(layer, masked):
+                    variable = layer.weights[position]
+                    masks.append((variable, mask.astype(variable.dtype)))
         return masks
 
     def _apply_masks(self):

@@ -24,25 +24,23 @@ import keras
 import numpy as np
 
 from keraffe.errors import PruningError
-from keraffe.pruning.structured.dependency import _SEPARABLE, _CONV_TRANSPOSE, CHANNELWISE
+from keraffe.pruning.structured import sources
+from keraffe.pruning.structured.rules import CHANNELWISE
 
 Criterion = Callable[..., np.ndarray]
 NAMES = ("l1", "l2", "bn_gamma", "taylor")
 
 
 def _filter_scores(layer, per_weight: Callable[[np.ndarray], np.ndarray], grads=None) -> np.ndarray:
-    """One score per output channel of a source layer from its kernel and bias (or their gradient products)."""
-    name = type(layer).__name__
-    weights = {v.name: np.asarray(keras.ops.convert_to_numpy(v.value)) for v in layer.weights}
+    """One score per unit of a source layer from its own weights (or their products with the gradients).
+
+    ``grads`` holds one gradient per ``layer.weights`` position (None where
+    there is none, e.g. BatchNormalization statistics).
+    """
+    values = [np.asarray(keras.ops.convert_to_numpy(v.value), dtype=np.float64) for v in layer.weights]
     if grads is not None:
-        weights = {key: value * grads[key] for key, value in weights.items() if key in grads}
-    kernel = weights["pointwise_kernel" if name in _SEPARABLE else "kernel"]
-    out_axis = kernel.ndim - 2 if name in _CONV_TRANSPOSE else kernel.ndim - 1
-    moved = np.moveaxis(kernel, out_axis, 0).reshape(kernel.shape[out_axis], -1)
-    scores = per_weight(moved).sum(axis=1)
-    if "bias" in weights:
-        scores = scores + per_weight(weights["bias"])
-    return scores.astype(np.float64)
+        values = [value * grad if grad is not None else np.zeros_like(value) for value, grad in zip(values, grads)]
+    return sources.unit_scores(layer, values, per_weight)
 
 
 def _reduce(group, per_layer_scores: dict[str, np.ndarray]) -> np.ndarray:
@@ -130,8 +128,8 @@ class Taylor:
         self._cache_key = None
         self._grads = None
 
-    def gradients(self, model, data) -> dict[str, dict[str, np.ndarray]]:
-        """Gradient of the loss summed over ``data``, by layer name and weight name."""
+    def gradients(self, model, data) -> dict[str, list]:
+        """Gradient of the loss summed over ``data``, by layer name, one per ``layer.weights`` position."""
         if self._cache_key == (id(model), id(data)):
             return self._grads
         from keraffe.pruning.structured.rebuild import copy_model
@@ -144,12 +142,11 @@ class Taylor:
         clone.compile(optimizer=recorder, loss=self.loss or _default_loss(model, y))
         clone.fit(x, y, batch_size=self.batch_size, epochs=1, shuffle=False, verbose=0)
         index = {id(v): i for i, v in enumerate(clone.trainable_variables)}
-        grads: dict[str, dict[str, np.ndarray]] = {}
+        grads: dict[str, list] = {}
         for layer in _flat_layers(clone):
-            for variable in layer.trainable_weights:
-                if id(variable) in index:
-                    value = keras.ops.convert_to_numpy(recorder.sums[index[id(variable)]].value)
-                    grads.setdefault(layer.name, {})[variable.name] = np.asarray(value)
+            grads[layer.name] = [
+                np.asarray(keras.ops.convert_to_numpy(recorder.sums[index[id(v)]].value)) if id(v) in index else None
+                for v in layer.weights]
         self._cache_key, self._grads = (id(model), id(data)), grads
         return grads
 
@@ -157,16 +154,22 @@ class Taylor:
         if data is None:
             raise PruningError("importance 'taylor' needs `data=(x, y)`: gradients are taken on it")
         grads = self.gradients(model, data)
-        return _reduce(group, {name: _filter_scores(graph.layers[name], np.abs, grads.get(name, {}))
+        return _reduce(group, {name: _filter_scores(graph.layers[name], np.abs, self._for(graph, name, grads))
                                for name in group.sources})
+
+    @staticmethod
+    def _for(graph, name, grads) -> list:
+        layer = graph.layers[name]
+        found = grads.get(layer.name)
+        if found is None or len(found) != len(layer.weights):
+            raise PruningError(f"importance 'taylor' found no gradients for layer {name!r}")
+        return found
 
 
 def _flat_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and isinstance(layer, keras.Model):
-            yield from _flat_layers(layer)
-        else:
-            yield layer
+    """Every layer of a model, those inside nested models and composite layers included."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        yield layer
 
 
 def resolve(importance) -> Criterion:

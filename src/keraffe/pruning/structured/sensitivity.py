@@ -1,11 +1,16 @@
-"""How much each channel group can lose on its own, and per-layer ratios for a MAC target.
+"""How much each channel group can lose on its own, how much the model loses at each MAC budget.
 
 :func:`sensitivity` prunes each group alone at several ratios, measures a
 metric on ``data`` each time, and returns a :class:`SensitivityResult`: the
-table, a PNG plot of metric against ratio (matplotlib), and
+table, a PNG plot of metric against ratio (matplotlib, the ``plot`` extra), and
 :meth:`SensitivityResult.suggest`, which spends a MAC budget greedily where
 the metric suffers least per MAC saved. Its answer is a ``per_layer`` dict
 for :func:`prune_channels`.
+
+:func:`macs_sweep` prunes the whole model to several MAC budgets, optionally
+fine-tunes each result, and returns a :class:`SweepResult`: the metric against
+MACs, before and after fine-tuning, and its PNG plot (other pruners' points,
+e.g. Torch-Pruning's from bench/vs_torch_pruning.py, may be drawn beside).
 """
 
 from __future__ import annotations
@@ -92,11 +97,7 @@ class SensitivityResult:
 
     def plot(self, path) -> Path:
         """Write metric against ratio, one line per group, as a PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = _pyplot()
         path = Path(path)
         figure, axes = plt.subplots(figsize=(8, 5))
         for group, values in self.scores.items():
@@ -107,17 +108,122 @@ class SensitivityResult:
         axes.set_title("sensitivity: each group pruned alone")
         if len(self.scores) <= 16:
             axes.legend(fontsize="small", ncol=2)
-        figure.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        return path
+        return _save(figure, path)
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "dense_score": self.dense_score, "ratios": list(self.ratios),
                 "scores": {g: list(v) for g, v in self.scores.items()},
                 "macs": {g: list(v) for g, v in self.macs.items()}, "macs_before": self.macs_before,
                 "higher_is_better": self.higher_is_better}
+
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend; a clear error where the ``plot`` extra is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PruningError("plots need matplotlib: pip install 'keraffe[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def _measure_of(metric):
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise PruningError(f"`metric` must be one of {sorted(METRICS)} or a callable, received {metric!r}")
+        return metric, METRICS[metric]
+    if callable(metric):
+        return getattr(metric, "__name__", "metric"), metric
+    raise PruningError(f"`metric` must be a name or a callable, received {metric!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """The model pruned to one MAC budget: its MACs and the metric before and after fine-tuning."""
+
+    budget: float
+    macs: int
+    score_pruned: float
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepResult:
+    """The metric against MACs: the dense model's point and one per budget."""
+
+    metric: str
+    dense_score: float
+    macs_before: int
+    points: tuple
+    label: str = "keraffe"
+
+    def plot(self, path, others: dict | None = None) -> Path:
+        """Write metric against MACs as a PNG; ``others`` maps a label to more (macs, score) points to draw."""
+        plt = _pyplot()
+        path = Path(path)
+        figure, axes = plt.subplots(figsize=(8, 5))
+        macs = [self.macs_before] + [p.macs for p in self.points]
+        axes.plot(macs, [self.dense_score] + [p.score for p in self.points], marker="o",
+                  label=f"{self.label}, fine-tuned")
+        if any(p.score != p.score_pruned for p in self.points):
+            axes.plot(macs, [self.dense_score] + [p.score_pruned for p in self.points], marker="x",
+                      linestyle="--", label=f"{self.label}, right after pruning")
+        for label, points in (others or {}).items():
+            xs, ys = zip(*sorted(points))
+            axes.plot(xs, ys, marker="s", linestyle=":", label=label)
+        axes.set_xscale("log")
+        axes.set_xlabel("multiply-accumulates per input (log scale)")
+        axes.set_ylabel(self.metric)
+        axes.set_title("the whole model pruned to each MAC budget")
+        axes.legend(fontsize="small")
+        axes.grid(True, which="both", alpha=0.3)
+        return _save(figure, path)
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "dense_score": self.dense_score, "macs_before": self.macs_before,
+                "label": self.label, "points": [dataclasses.asdict(p) for p in self.points]}
+
+
+def macs_sweep(model, data, budgets=(0.75, 0.5, 0.35, 0.25), metric="accuracy", *, importance="l1",
+               fine_tune: Callable | None = None, plot=None, label="keraffe") -> SweepResult:
+    """Prune ``model`` to each MAC budget (a fraction of its MACs, or a count) and measure ``metric`` on ``data``.
+
+    ``fine_tune(pruned)``, when given, trains each pruned model before it is
+    measured again (compile and fit it there); ``plot`` is a PNG path to write.
+    ``model`` is left untouched.
+    """
+    from keraffe.pruning.structured.algorithms import plan_channels
+
+    metric_name, measure = _measure_of(metric)
+    if not budgets:
+        raise PruningError("`budgets` is empty: give MAC budgets, e.g. (0.5, 0.25)")
+    dense = float(measure(model, data))
+    points = []
+    for budget in budgets:
+        plan = plan_channels(model, target_macs=budget, importance=importance,
+                             data=data if importance == "taylor" else None)
+        pruned = plan.apply().model
+        before = float(measure(pruned, data))
+        if fine_tune is not None:
+            fine_tune(pruned)
+        points.append(SweepPoint(float(budget), plan.macs_after, before, float(measure(pruned, data))))
+        macs_before = plan.macs_before
+    result = SweepResult(metric_name, dense, macs_before, tuple(points), label)
+    if plot is not None:
+        result.plot(plot)
+    return result
 
 
 def sensitivity(model, data, metric="accuracy", ratios=DEFAULT_RATIOS, *, importance="l1", groups=None,
@@ -128,14 +234,7 @@ def sensitivity(model, data, metric="accuracy", ratios=DEFAULT_RATIOS, *, import
     ``(model, data) -> float``; ``groups`` limits the study to some groups
     (by name, as in ``ChannelGraph(model).groups``); ``plot`` is a PNG path to write.
     """
-    if isinstance(metric, str):
-        if metric not in METRICS:
-            raise PruningError(f"`metric` must be one of {sorted(METRICS)} or a callable, received {metric!r}")
-        metric_name, measure = metric, METRICS[metric]
-    elif callable(metric):
-        metric_name, measure = getattr(metric, "__name__", "metric"), metric
-    else:
-        raise PruningError(f"`metric` must be a name or a callable, received {metric!r}")
+    metric_name, measure = _measure_of(metric)
     ratios = tuple(sorted(float(r) for r in ratios))
     for value in ratios:
         ChannelPruningOptions(ratio=value)  # checks each value
@@ -162,7 +261,7 @@ def sensitivity(model, data, metric="accuracy", ratios=DEFAULT_RATIOS, *, import
         row, row_macs = [], []
         for ratio in ratios:
             removed, kept = removal({name: ratio})
-            plan = ChannelPlan(graph, options, removed, kept, counter.full, counter(removed))
+            plan = ChannelPlan(graph, options, removed, kept, counter.full, counter(removed), {})
             row.append(float(measure(plan.apply().model, data)))
             row_macs.append(plan.macs_after)
         table[name], macs[name] = tuple(row), tuple(row_macs)
