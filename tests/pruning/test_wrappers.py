@@ -18,7 +18,7 @@ L = keras.layers
 
 
 @keras.saving.register_keras_serializable(package="keraffe_tests")
-class ConvBlock(L.Layer):
+class ResidualConvBlock(L.Layer):
     """A composite layer in the style of keras_hub's blocks: two convolutions, a norm and a residual add."""
 
     def __init__(self, filters, **kwargs):
@@ -53,7 +53,7 @@ def sequence_model():
 
 def block_model():
     x = keras.Input((6, 6, 2))
-    y = ConvBlock(8, name="block")(x)
+    y = ResidualConvBlock(8, name="block")(x)
     y = L.GlobalAveragePooling2D()(y)
     return keras.Model(x, L.Dense(3, name="logits")(y), name="blocks")
 

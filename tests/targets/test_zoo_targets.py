@@ -1,9 +1,8 @@
 """Real nets from the zoo: what keraffe check finds for each target, and what --fix makes of it.
 
-* Darknet's YOLOv3 (keraffe cannot convert its detection head, but can check
-  it): Ascend needs Huawei's Upsample spelling (fixed) and Huawei's own YOLO
-  head (refused, with the recipe); the layers after the head are checked by
-  type only.
+* Darknet's YOLOv3: Ascend needs Huawei's Upsample spelling (fixed) and
+  Huawei's own YOLO head (refused, with the recipe); keraffe knows the fork's
+  head's shapes, so every layer is checked in full.
 * GoogLeNet for RKNN: four MAX poolings round differently down than up; the
   fitted net passes and computes the same outputs, bit for bit, in real Caffe.
 * MobileNet-YOLOv3 for NNIE: its fork's DepthwiseConvolution is neither Caffe
@@ -30,7 +29,7 @@ def test_yolov3_for_ascend(zoo, tmp_path, capsys):
     upsamples = {v.layer for v in report.errors if v.rule == "A-25"}
     assert len(upsamples) == 2 and all(v.fix == "upsample_stride_spelling" for v in report.errors if v.rule == "A-25")
     assert ("A-26/27", "detection_out", None) in errors
-    assert report.unchecked == ["'detection_out' (Yolov3DetectionOutput)"]
+    assert report.unchecked == []
     fixed = tmp_path / "yolov3_ascend.prototxt"
     assert main(["check", str(path), "--target", "ascend", "--fix", "-o", str(fixed)]) == 1  # the head remains
     out = capsys.readouterr().out
