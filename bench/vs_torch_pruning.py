@@ -30,7 +30,7 @@ channel counts and weights (checked to compute the same outputs), both are
 exported to Caffe, and OpenCV DNN times the two exports alternately (1 thread,
 batch 1, median).
 
-    python bench/vs_torch_pruning.py                   # 5 seeds, budgets 0.5 and 0.25
+    python bench/vs_torch_pruning.py                   # 10 seeds, budgets 0.5 and 0.25
     python bench/vs_torch_pruning.py --seeds 1 --epochs 2 --fine-tune-epochs 1 --out /tmp/quick.json
 """
 
@@ -40,6 +40,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import importlib.metadata
 import os
 import statistics
 import sys
@@ -405,7 +406,7 @@ def summarise(rows: list[dict], budgets) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.25],
                         help="MAC budgets, as fractions of the dense model's MACs")
     parser.add_argument("--epochs", type=int, default=15)
@@ -432,7 +433,7 @@ def main(argv=None) -> int:
                   f"importance, then {args.fine_tune_epochs} fine-tuning epochs",
         "seeds": args.seeds, "budgets": args.budgets, "epochs": args.epochs,
         "fine_tune_epochs": args.fine_tune_epochs,
-        "versions": {"torch_pruning": getattr(torch_pruning, "__version__", "?"), "torch": torch.__version__},
+        "versions": {"torch_pruning": importlib.metadata.version("torch-pruning"), "torch": torch.__version__},
         "latency": "OpenCV DNN, Caffe exports of both pruned models, 1 thread, batch 1, alternated, median",
         "summary": summary, "runs": rows,
     }
