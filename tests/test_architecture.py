@@ -20,7 +20,7 @@ PACKAGE = SRC / "keraffe"
 #: Parts of the package, bottom to top: a part may import only parts listed before it (and itself).
 LAYERS = (
     ("errors",),
-    ("files", "limits"),
+    ("files", "limits", "names"),
     ("caffe", "layout", "windows", "keras_graph", "host_memory"),
     ("keras_layers", "keras_legacy", "passes"),
     ("keras_io", "targets"),  # targets: NPU toolchain profiles, their rules over Caffe nets, and fitting

@@ -17,6 +17,7 @@ import numpy as np
 
 from keraffe.caffe.net import CaffeNet, LayerNode
 from keraffe.caffe.proto import caffe_pb2 as pb
+from keraffe.names import unused_name
 
 Weights = dict[str, list[np.ndarray]]
 
@@ -54,10 +55,7 @@ class NetRewrite:
 
     def unique(self, wanted: str) -> str:
         """A layer or blob name no layer or blob of the net uses yet."""
-        name, suffix = wanted, 1
-        while name in self._names:
-            name = f"{wanted}_{suffix}"
-            suffix += 1
+        name = unused_name(wanted, self._names)
         self._names.add(name)
         return name
 

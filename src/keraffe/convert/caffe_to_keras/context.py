@@ -23,6 +23,7 @@ from keraffe.errors import ConversionError
 from keraffe.host_memory import initial_value
 from keraffe.keras_graph import produced_by
 from keraffe.layout import NHWC, Layout, default_layout, identity, relative_perm
+from keraffe.names import unused_name
 
 
 @dataclasses.dataclass
@@ -77,11 +78,7 @@ class CaffeToKerasContext:
     # ------------------------------------------------------------------ names
 
     def unique_name(self, wanted: str) -> str:
-        name = sanitize(wanted)
-        candidate, suffix = name, 2
-        while candidate in self._used_names:
-            candidate = f"{name}_{suffix}"
-            suffix += 1
+        candidate = unused_name(sanitize(wanted), self._used_names, first_suffix=2)
         self._used_names.add(candidate)
         return candidate
 

@@ -19,6 +19,7 @@ from keraffe.convert.keras_to_caffe.targets import Target
 from keraffe.convert.tensor_map import MapEntry, TensorMap
 from keraffe.errors import ConversionError
 from keraffe.layout import NHWC, Layout, caffe_permute_order, default_layout, identity
+from keraffe.names import unused_name
 
 
 @dataclasses.dataclass
@@ -70,10 +71,7 @@ class KerasToCaffeContext:
     # ------------------------------------------------------------------ names
 
     def unique(self, wanted: str) -> str:
-        name, suffix = wanted, 1
-        while name in self._names:
-            name = f"{wanted}_{suffix}"
-            suffix += 1
+        name = unused_name(wanted, self._names)
         self._names.add(name)
         return name
 

@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from keraffe.errors import GraphError, KeraffeError, PruningError
+from keraffe.names import unused_name
 from keraffe.pruning.structured import sources
 from keraffe.pruning.structured.rules import (
     BARRIER,
@@ -181,11 +182,7 @@ class ChannelGraph:
         """The operation's name, or, where another operation of the graph has it already, a unique variant."""
         key = id(operation)
         if key not in self._names:
-            taken = set(self._names.values())
-            name, suffix = operation.name, 1
-            while name in taken:
-                name, suffix = f"{operation.name}_{suffix}", suffix + 1
-            self._names[key] = name
+            self._names[key] = unused_name(operation.name, set(self._names.values()))
         return self._names[key]
 
     def _expandable(self, call) -> bool:
